@@ -124,11 +124,15 @@ class ActivationCache:
                 )
             for name in fmt.ROW_DATASETS:
                 if name not in f or f[name].shape[0] < meta.seqs_written:
-                    raise UserError(f"{path}: dataset '{name}' is missing or shorter than {meta.seqs_written} rows")
+                    raise UserError(
+                        f"{path}: dataset '{name}' is missing or shorter than {meta.seqs_written} rows"
+                    )
             for hook in meta.hooks:
                 key = fmt.acts_path(hook)
                 if key not in f or f[key].shape[0] < meta.seqs_written:
-                    raise UserError(f"{path}: dataset '{key}' is missing or shorter than {meta.seqs_written} rows")
+                    raise UserError(
+                        f"{path}: dataset '{key}' is missing or shorter than {meta.seqs_written} rows"
+                    )
         except BaseException:
             f.close()
             raise
@@ -187,7 +191,9 @@ class ActivationCache:
         """Resolve an optional hook name: None means the only hook; an unknown name is a UserError."""
         if hook is None:
             if len(self.hooks) != 1:
-                raise UserError(f"--hook: {self.path} holds several hooks ({', '.join(self.hooks)}); name one")
+                raise UserError(
+                    f"--hook: {self.path} holds several hooks ({', '.join(self.hooks)}); name one"
+                )
             return self.hooks[0]
         if hook not in self.hooks:
             raise UserError(f"--hook: {hook!r} is not in {self.path} (it holds {', '.join(self.hooks)})")
@@ -202,12 +208,16 @@ class ActivationCache:
         try:
             return self.activations(hook)[start:stop].astype(np.float32)
         except OSError as err:
-            raise UserError(f"{self.path}: activations of {hook} rows {start}-{stop} are corrupt ({err})") from err
+            raise UserError(
+                f"{self.path}: activations of {hook} rows {start}-{stop} are corrupt ({err})"
+            ) from err
 
     def context(self, seq: int, pos: int, width: int = 16) -> Context:
         """The tokens around (seq, pos): up to `width` before and after, within the same sequence, unpadded."""
         if not (0 <= seq < self.n_seq and 0 <= pos < self.context_size):
-            raise IndexError(f"token ({seq}, {pos}) is outside the cache ({self.n_seq} x {self.context_size})")
+            raise IndexError(
+                f"token ({seq}, {pos}) is outside the cache ({self.n_seq} x {self.context_size})"
+            )
         lo, hi = max(0, pos - width), min(self.context_size, pos + width + 1)
         ids = self.tokens[seq, lo:hi]
         keep = self.doc_ids[seq, lo:hi] >= 0

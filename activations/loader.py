@@ -102,7 +102,9 @@ def shuffled_batches(
                 except OSError as err:
                     from activations.errors import UserError
 
-                    raise UserError(f"{cache.path}: activations of {hook} rows {a}-{b} are corrupt ({err})") from err
+                    raise UserError(
+                        f"{cache.path}: activations of {hook} rows {a}-{b} are corrupt ({err})"
+                    ) from err
                 yield block[keep].astype(np.float32, copy=False)  # (n_unmasked, d)
             epoch += 1
 

@@ -24,7 +24,9 @@ DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024  # measured: benchmarks/bench_chunks.py, s
 MAX_CHUNK_SEQS = 256
 
 
-def chunk_seqs_for(context_size: int, d_model: int, itemsize: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+def chunk_seqs_for(
+    context_size: int, d_model: int, itemsize: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> int:
     """Sequences per activation chunk so that one chunk holds about `chunk_bytes` bytes (at least 1)."""
     # capped so that even tiny caches have several chunks to shuffle between
     return max(1, min(MAX_CHUNK_SEQS, int(chunk_bytes // (context_size * d_model * itemsize))))
@@ -74,7 +76,9 @@ class CacheWriter:
             if "/" in hook or not hook:
                 raise UserError(f"--hook: {hook!r} is not a valid hook name (empty or contains '/')")
         if path.exists() and not overwrite:
-            raise UserError(f"{path}: already exists; pass --overwrite to replace it or --resume to continue it")
+            raise UserError(
+                f"{path}: already exists; pass --overwrite to replace it or --resume to continue it"
+            )
         if not path.parent.exists():
             raise UserError(f"{path}: the folder {path.parent} does not exist")
         try:
@@ -131,7 +135,9 @@ class CacheWriter:
         try:
             f = h5py.File(path, "r+")
         except OSError as err:
-            raise UserError(f"{path}: cannot reopen the cache to resume it ({err}); start again with --overwrite") from err
+            raise UserError(
+                f"{path}: cannot reopen the cache to resume it ({err}); start again with --overwrite"
+            ) from err
         try:
             if f.attrs.get(fmt.A_ENCODING_TYPE) != fmt.ENCODING_TYPE:
                 raise UserError(f"{path}: not a xenofeat activation cache")
@@ -225,4 +231,3 @@ class CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -1,0 +1,150 @@
+"""Building a cache from a model and a corpus: `xenofeat cache`.
+
+The corpus is packed into sequences up front (cheap, deterministic), then the model runs batch by batch and every
+batch is appended to the file. A resumed run re-packs the same sequences, checks that every setting matches the
+file's, and starts after the last batch the file vouches for, so it ends with exactly the bytes an uninterrupted run
+writes (the batch size is one of the settings, because batch composition can change float results).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from activations import format as fmt
+from activations.corpus import load_corpus
+from activations.errors import UserError
+from activations.model import capture, check_hooks, load_model
+from activations.sequences import pack_corpus
+from activations.writer import CacheWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOOK = "blocks.3.hook_resid_post"
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    """What to cache: every field that determines the file's content."""
+
+    out: Path
+    """The HDF5 file to write."""
+    model: str = "default"
+    """`default` (all-MiniLM-L6-v2, embedded), a local model directory, or a Hugging Face model name."""
+    corpus: str = "default"
+    """`default` (embedded CPython prose), a file, folder, glob, .jsonl file, or hf:NAME[:SPLIT]."""
+    hooks: tuple[str, ...] = (DEFAULT_HOOK,)
+    """TransformerLens hook names to capture."""
+    context_size: int = 128
+    """Tokens per sequence, special tokens included."""
+    max_tokens: int | None = None
+    """Cap on the corpus tokens cached (None: the whole corpus)."""
+    batch_size: int = 32
+    """Sequences per forward pass (and per append: the unit of resumption)."""
+    dtype: str = "float16"
+    """Storage dtype of activations: float16 or float32."""
+    text_field: str = "text"
+    """JSONL / data-set field that holds the text."""
+    split: str = "file"
+    """For text files: one document per `file`, or per group of `paragraphs`."""
+    device: str = "cpu"
+    """torch device for the forward passes."""
+
+    def __post_init__(self) -> None:
+        if self.context_size < 4:
+            raise UserError(f"--context-size: {self.context_size} is too small (at least 4)")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UserError(f"--max-tokens: {self.max_tokens} must be positive")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size: {self.batch_size} must be positive")
+        if self.dtype not in fmt.DTYPES:
+            raise UserError(f"--dtype: {self.dtype!r} is not one of {', '.join(fmt.DTYPES)}")
+        if not self.hooks:
+            raise UserError("--hook: name at least one hook")
+
+
+def build_cache(job: CacheJob, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Write (or resume) the cache described by `job`; returns its path."""
+    out = Path(job.out)
+    if out.exists() and not (resume or overwrite):
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it or --resume to continue it")
+    if resume and not out.exists():
+        raise UserError(f"{out}: nothing to resume (the file does not exist)")
+    model = load_model(job.model, device=job.device)
+    hooks = list(job.hooks)
+    check_hooks(model, hooks)
+    if model.max_context and job.context_size > model.max_context:
+        raise UserError(
+            f"--context-size: {job.context_size} exceeds the model's context of {model.max_context}"
+        )
+    corpus = load_corpus(job.corpus, text_field=job.text_field, split=job.split)
+    packed = pack_corpus(corpus, model.tokenizer, job.context_size, job.max_tokens)
+    settings = {
+        "model_id": model.model_id,
+        "model_fingerprint": model.fingerprint(),
+        "hooks": hooks,
+        "context_size": job.context_size,
+        "dtype": job.dtype,
+        "corpus": job.corpus,
+        "corpus_fingerprint": packed.fingerprint,
+        "max_tokens": job.max_tokens,
+        "batch_size": job.batch_size,
+        "text_field": job.text_field,
+        "split": job.split,
+    }
+    if resume:
+        writer = CacheWriter.resume(out, settings=settings)
+    else:
+        writer = CacheWriter.create(
+            out,
+            hooks=hooks,
+            d_model=model.d_model,
+            context_size=job.context_size,
+            dtype=job.dtype,
+            vocab=model.vocab(),
+            model_id=model.model_id,
+            model_fingerprint=settings["model_fingerprint"],
+            corpus=job.corpus,
+            corpus_fingerprint=packed.fingerprint,
+            settings=settings,
+            overwrite=overwrite,
+        )
+    with writer:
+        _fill(writer, model, packed, hooks, job)
+        writer.finish()
+    return out
+
+
+def _fill(writer: CacheWriter, model, packed, hooks: list[str], job: CacheJob) -> None:
+    n_seq, L = packed.tokens.shape
+    start = writer.seqs_written
+    np_dtype = np.dtype(job.dtype)
+    tokens_t = torch.from_numpy(packed.tokens.astype(np.int64))
+    attn_t = torch.from_numpy(packed.attention.astype(np.int64))
+    t0 = time.perf_counter()
+    with tqdm(total=n_seq * L, initial=start * L, desc="caching", unit="tok", unit_scale=True) as bar:
+        for a in range(start, n_seq, job.batch_size):
+            b = min(a + job.batch_size, n_seq)
+            acts = capture(model, tokens_t[a:b].to(job.device), attn_t[a:b].to(job.device), hooks)
+            arrays = {h: acts[h].to("cpu", torch.float32).numpy().astype(np_dtype) for h in hooks}
+            for h, arr in arrays.items():
+                if not np.isfinite(arr[~packed.mask[a:b]]).all():
+                    raise UserError(f"--model: non-finite activations at {h} in sequences {a}-{b}")
+            writer.append(
+                packed.tokens[a:b], packed.doc_ids[a:b], packed.positions[a:b], packed.mask[a:b], arrays
+            )
+            bar.update((b - a) * L)
+    log.debug("cached %d sequences in %.1f s", n_seq - start, time.perf_counter() - t0)
+
+
+def job_settings(job: CacheJob) -> dict:
+    """The job as a plain dict (for logs and run records)."""
+    d = asdict(job)
+    d["out"] = str(job.out)
+    return d

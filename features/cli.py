@@ -1,0 +1,61 @@
+"""The `xenofeat` command: one console script that mounts each package's subcommands.
+
+Each package owns the subcommands for its own work in its `cli.py`, exposing `register(subparsers)`; each handler
+is set with `parser.set_defaults(func=handler)` and takes the parsed `argparse.Namespace`, returning an exit code.
+Packages above `features` (the viewer) are mounted through the `xenofeat.commands` entry-point group, so imports keep
+going one way. A `UserError` anywhere becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.metadata import entry_points
+
+from activations.errors import UserError
+from activations.version import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from activations import cli as activations_cli
+    from features import commands as features_commands
+    from sae_training import cli as training_cli
+
+    parser = argparse.ArgumentParser(
+        prog="xenofeat",
+        description="Find the features of a transformer that are well defined but resist human labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"xenofeat {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    activations_cli.register(sub)
+    training_cli.register(sub)
+    features_commands.register(sub)
+    for ep in entry_points(group="xenofeat.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # a local model directory must never wait on the network; users who want the hub unset this themselves
+    if os.environ.get("XENOFEAT_ONLINE") != "1":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        sys.stderr.write(f"xenofeat: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("xenofeat: interrupted; rerun the same command with --resume to continue\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

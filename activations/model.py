@@ -78,10 +78,17 @@ class LoadedModel:
 def load_model(name: str, device: str = "cpu") -> LoadedModel:
     """Load `name` (`default`, a local directory or a hub name) through the bridge."""
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what is happening
 
     model_id, target = resolve_model(name)
     try:
-        bridge = TransformerBridge.boot_transformers(target, device=device)
+        # weights missing from a checkpoint (MiniLM's masked-LM head) are initialised at random: seed that draw,
+        # without touching the caller's RNG, so the same model always loads to the same weights and fingerprint
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            bridge = TransformerBridge.boot_transformers(target, device=device)
     except (OSError, ValueError, KeyError) as err:
         where = "a local directory" if Path(target).exists() else "not a local directory"
         raise UserError(

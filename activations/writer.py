@@ -9,6 +9,8 @@ the settings are the ones the file was started with, and carries on.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ from activations.version import __version__
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024  # measured: benchmarks/bench_chunks.py, see benchmarks/RESULTS.md
 MAX_CHUNK_SEQS = 256
 
+# HDF5 objects of a file whose write failed (a full disk). Closing or finalising them makes h5py crash or spill
+# tracebacks, so they are kept alive here for the rest of the process; the CLI then exits without interpreter teardown.
+_UNCLOSABLE: list[object] = []
+
 
 def chunk_seqs_for(
     context_size: int, d_model: int, itemsize: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES
@@ -32,10 +38,30 @@ def chunk_seqs_for(
     return max(1, min(MAX_CHUNK_SEQS, int(chunk_bytes // (context_size * d_model * itemsize))))
 
 
-def _disk_error(path: Path, err: OSError) -> UserError:
+def _disk_error(path: Path, err: Exception) -> UserError:
+    # HDF5 messages span lines; keep the operating system's reason only
+    m = re.search(r"error message = '([^']*)'", str(err))
+    reason = m.group(1) if m else str(err).splitlines()[0]
     return UserError(
-        f"{path}: writing failed ({err}); the rows written so far are kept: free space and rerun with --resume"
+        f"{path}: writing failed ({reason}); the rows written so far are kept: free space and rerun with --resume"
     )
+
+
+def _open_for_resume(path: Path) -> h5py.File:
+    """Open an interrupted cache read-write.
+
+    A write that failed part-way (a full disk) can leave the superblock's end-of-file beyond the file's real end;
+    HDF5 then refuses the file as truncated. Extending it with zeros to the recorded length makes it readable again;
+    the rows past the `seqs_written` counter are dropped by the caller anyway.
+    """
+    try:
+        return h5py.File(path, "r+")
+    except OSError as err:
+        m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(err))
+        if m is None or int(m.group(2)) <= int(m.group(1)):
+            raise
+        os.truncate(path, int(m.group(2)))
+        return h5py.File(path, "r+")
 
 
 class CacheWriter:
@@ -44,6 +70,7 @@ class CacheWriter:
     def __init__(self, path: Path, handle: h5py.File) -> None:
         self.path = path
         self._f = handle
+        self._abandoned = False
         self.hooks: list[str] = json.loads(handle.attrs[fmt.A_HOOKS])
         self.context_size = int(handle.attrs[fmt.A_CONTEXT_SIZE])
         self.d_model = int(handle.attrs[fmt.A_D_MODEL])
@@ -133,7 +160,7 @@ class CacheWriter:
         if not path.exists():
             raise UserError(f"{path}: nothing to resume (the file does not exist)")
         try:
-            f = h5py.File(path, "r+")
+            f = _open_for_resume(path)
         except OSError as err:
             raise UserError(
                 f"{path}: cannot reopen the cache to resume it ({err}); start again with --overwrite"
@@ -188,6 +215,7 @@ class CacheWriter:
             raise ValueError(f"acts for hooks {sorted(acts)}, expected {sorted(self.hooks)}")
         start = self.seqs_written
         f = self._f
+        touched: list[h5py.Dataset] = []
         try:
             for name, arr in (
                 (fmt.TOKENS, tokens),
@@ -196,6 +224,7 @@ class CacheWriter:
                 (fmt.MASK, mask),
             ):
                 ds = f[name]
+                touched.append(ds)
                 ds.resize(start + n, axis=0)
                 ds[start:] = arr
             for hook in self.hooks:
@@ -203,27 +232,38 @@ class CacheWriter:
                 if a.shape != (n, L, self.d_model):
                     raise ValueError(f"acts[{hook}] has shape {a.shape}, expected {(n, L, self.d_model)}")
                 ds = f[fmt.acts_path(hook)]
+                touched.append(ds)
                 ds.resize(start + n, axis=0)
                 ds[start:] = a
             f.flush()  # rows on disk first ...
             f.attrs[fmt.A_SEQS_WRITTEN] = start + n  # ... then the counter that vouches for them
             f.attrs[fmt.A_TOKENS_WRITTEN] = self.tokens_written + int((~mask).sum())
             f.flush()
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # h5py reports a failed flush as RuntimeError
+            self._abandon(touched)
             raise _disk_error(self.path, err) from err
+
+    def _abandon(self, handles: list[h5py.Dataset] | None = None) -> None:
+        """Give up on the file after a failed write, without closing it (closing would flush and fail again).
+
+        The counter on disk still vouches for the rows before the failure; `resume` picks up from there.
+        """
+        self._abandoned = True
+        _UNCLOSABLE.extend([self._f, *(handles or [])])
 
     def finish(self) -> None:
         """Mark the cache complete and close it."""
         try:
             self._f.attrs[fmt.A_COMPLETE] = True
             self._f.flush()
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            self._abandon()
             raise _disk_error(self.path, err) from err
         finally:
             self.close()
 
     def close(self) -> None:
-        if self._f.id.valid:
+        if not self._abandoned and self._f.id.valid:
             self._f.close()
 
     def __enter__(self) -> CacheWriter:

@@ -57,5 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """Console-script entry point.
+
+    After an error, exit without interpreter teardown: an HDF5 file whose writes failed (a full disk) cannot be
+    closed cleanly, and h5py would crash while finalising it, turning exit status 2 into a segfault.
+    """
+    code = main()
+    if code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,0 +1,165 @@
+"""C1 support: how often and in how many documents a latent fires, and dense antipodal pairing.
+
+`support(acts_csc, doc_ids, cfg, partner=None)` counts firing tokens and distinct documents for every latent at once
+(one `np.unique` over (latent, document) keys). Dense latents (density > `max_density`) are not dropped: Sun et al.
+(2025) show they come in antipodal pairs that together form one signed direction. `antipodal_pairs` finds, for each
+dense latent i, the j maximising s_ij = cos(enc_i, enc_j) * cos(dec_i, dec_j) and pairs them when s_ij >=
+`antipodal_score` and cos(dec_i, dec_j) < 0 (a product of two cosines near +1 is otherwise a near-duplicate, not an
+antipode). A paired latent is then judged on the support of the pair: the union of the two columns' firing tokens.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.definition import SupportConfig
+from sae_training.matching import unit_rows
+
+
+class SupportResult(NamedTuple):
+    """Per-latent support (pair values on both members of an antipodal pair)."""
+
+    firing_count: np.ndarray  # (F,) int64: tokens where the latent (or its pair) fires
+    n_docs: np.ndarray  # (F,) int64: distinct documents among those tokens
+    density: np.ndarray  # (F,) float64: firing_count / T
+    passes: np.ndarray  # (F,) bool: firing_count >= min_firing_tokens and n_docs >= min_documents
+
+
+class AntipodalPairs(NamedTuple):
+    """Antipodal partners of dense latents (symmetric: partner[partner[i]] == i where paired)."""
+
+    partner: np.ndarray  # (F,) int64: partner latent, -1 when unpaired
+    score: (
+        np.ndarray
+    )  # (F,) float32: best s_ij = cos(enc)·cos(dec) among candidates (nan for non-dense, unpaired)
+
+
+def _column_rows(acts_csc: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(nnz,) column index and (nnz,) row index of the stored positive entries."""
+    a = acts_csc.tocsc()
+    cols = np.repeat(np.arange(a.shape[1]), np.diff(a.indptr))
+    keep = a.data > 0
+    return cols[keep], a.indices[keep]
+
+
+def support(
+    acts_csc: sp.spmatrix,
+    doc_ids: np.ndarray,
+    cfg: SupportConfig,
+    partner: np.ndarray | None = None,
+) -> SupportResult:
+    """C1 for all latents from the activations (T, F) and the document id (T,) of every token."""
+    doc_ids = np.asarray(doc_ids)
+    n_tokens, n_latents = acts_csc.shape
+    if doc_ids.shape != (n_tokens,):
+        raise ValueError(f"doc_ids has shape {doc_ids.shape}, expected ({n_tokens},)")
+    cols, rows = _column_rows(acts_csc)
+    count = np.bincount(cols, minlength=n_latents).astype(np.int64)
+    # distinct documents: unique (latent, document) keys, counted per latent
+    _, doc_code = np.unique(doc_ids, return_inverse=True)
+    n_doc_codes = int(doc_code.max()) + 1 if n_tokens else 1
+    keys = np.unique(cols.astype(np.int64) * n_doc_codes + doc_code[rows])
+    n_docs = np.bincount(keys // n_doc_codes, minlength=n_latents).astype(np.int64)
+    result = _result(count, n_docs, n_tokens, cfg)
+    return result if partner is None else with_pairs(result, acts_csc, doc_ids, partner, cfg)
+
+
+def _result(count: np.ndarray, n_docs: np.ndarray, n_tokens: int, cfg: SupportConfig) -> SupportResult:
+    passes = (count >= cfg.min_firing_tokens) & (n_docs >= cfg.min_documents)
+    return SupportResult(count, n_docs, count / max(n_tokens, 1), passes)
+
+
+def with_pairs(
+    result: SupportResult, acts_csc: sp.spmatrix, doc_ids: np.ndarray, partner: np.ndarray, cfg: SupportConfig
+) -> SupportResult:
+    """`result` with each antipodal pair's members given the support of the pair (the union of their tokens).
+
+    Costs only the paired columns, so the usual order is: `support`, `antipodal_pairs` on its density, this.
+    """
+    a = sp.csc_matrix(acts_csc)
+    count, n_docs = result.firing_count.copy(), result.n_docs.copy()
+    doc_ids = np.asarray(doc_ids)
+    for i in np.flatnonzero(partner >= 0):
+        j = int(partner[i])
+        if j < i and partner[j] == i:
+            continue  # done with the pair from the lower index
+        seg = [
+            a.indices[a.indptr[c] : a.indptr[c + 1]][a.data[a.indptr[c] : a.indptr[c + 1]] > 0]
+            for c in (i, j)
+        ]
+        rows = np.union1d(seg[0], seg[1])
+        count[[i, j]] = len(rows)
+        n_docs[[i, j]] = len(np.unique(doc_ids[rows]))
+    return _result(count, n_docs, a.shape[0], cfg)
+
+
+def antipodal_pairs(
+    enc_rows: np.ndarray,
+    dec_rows: np.ndarray,
+    density: np.ndarray,
+    cfg: SupportConfig,
+    block: int = 1024,
+) -> AntipodalPairs:
+    """Pair each dense latent with its antipodal partner (Sun et al. 2025) from encoder and decoder rows (F, d)."""
+    n = len(dec_rows)
+    ue, ud = unit_rows(enc_rows), unit_rows(dec_rows)  # (F, d) each
+    dense = np.flatnonzero(np.asarray(density) > cfg.max_density)
+    best = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.nan, dtype=np.float32)
+    for s in range(0, len(dense), block):
+        idx = dense[s : s + block]
+        cd = ud[idx] @ ud.T  # (b, F)
+        prod = (ue[idx] @ ue.T) * cd  # (b, F)
+        prod[np.arange(len(idx)), idx] = -np.inf  # not itself
+        prod[cd >= 0] = -np.inf  # antipodes point opposite ways
+        j = prod.argmax(axis=1)
+        s_best = prod[np.arange(len(idx)), j]
+        score[idx] = np.where(np.isfinite(s_best), s_best, np.nan)
+        best[idx] = np.where(s_best >= cfg.antipodal_score, j, -1)
+    # symmetrise, strongest pairs first, each latent in at most one pair
+    partner = np.full(n, -1, dtype=np.int64)
+    for i in sorted(np.flatnonzero(best >= 0), key=lambda i: -float(score[i])):
+        j = int(best[i])
+        if partner[i] < 0 and partner[j] < 0:
+            partner[i], partner[j] = j, i
+    return AntipodalPairs(partner, score)
+
+
+class SupportAccumulator:
+    """Streaming C1 counts over chunks of tokens in cache order.
+
+    The distinct-document count is exact when each document's tokens are contiguous in the stream (the cache
+    writes documents in order, one or more whole sequences each); a latent's document count grows whenever its
+    firing document changes. Use `support` on a whole csc matrix when that does not hold.
+    """
+
+    def __init__(self, n_latents: int) -> None:
+        self.count = np.zeros(n_latents, dtype=np.int64)
+        self.n_docs = np.zeros(n_latents, dtype=np.int64)
+        self.last_doc = np.full(n_latents, np.iinfo(np.int64).min, dtype=np.int64)
+        self.n_tokens = 0
+
+    def update(self, acts_csr: sp.spmatrix, doc_ids: np.ndarray) -> None:
+        """Add a chunk: activations (n, F) and the document id (n,) of each of its tokens."""
+        a = acts_csr.tocsc(copy=True)
+        a.sort_indices()
+        cols, rows = _column_rows(a)  # sorted by column, then row
+        docs = np.asarray(doc_ids, dtype=np.int64)[rows]
+        self.count += np.bincount(cols, minlength=len(self.count))
+        prev_doc = np.empty_like(docs)
+        prev_doc[1:] = docs[:-1]
+        first = np.ones(len(cols), dtype=bool)
+        first[1:] = cols[1:] != cols[:-1]
+        prev_doc[first] = self.last_doc[cols[first]]
+        self.n_docs += np.bincount(cols[docs != prev_doc], minlength=len(self.count))
+        last = np.ones(len(cols), dtype=bool)
+        last[:-1] = cols[1:] != cols[:-1]
+        self.last_doc[cols[last]] = docs[last]
+        self.n_tokens += a.shape[0]
+
+    def result(self, cfg: SupportConfig) -> SupportResult:
+        """C1 values so far (without pair unions: use `support` with `partner` for those)."""
+        return _result(self.count.copy(), self.n_docs.copy(), self.n_tokens, cfg)

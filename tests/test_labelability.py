@@ -1,0 +1,215 @@
+"""LBL-v1 on planted data: token, bigram, context-hash and hidden-state latents, the document split, the control."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from features.describers import auroc
+from features.labelability import LBLConfig, labelability, shuffled_control
+from features.windows import build_index, window_matrix
+
+torch.set_num_threads(1)
+
+N_SEQ, L, V = 160, 64, 120
+TOKEN_SET = (5, 17, 30)
+BIGRAM = (6, 0)  # prev, cur: cur is the most frequent token, so the token alone is a weak description
+
+
+def planted(seed: int = 0):
+    """Zipf tokens, two documents per sequence, position 0 masked (a CLS), and five planted latents."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, V + 1) ** 1.1
+    tokens = rng.choice(V, size=(N_SEQ, L), p=p / p.sum()).astype(np.int32)
+    at = rng.random((N_SEQ, L)) < 0.03
+    at[:, :2] = False
+    s, t = np.nonzero(at)
+    tokens[s, t - 1], tokens[s, t] = BIGRAM
+    pos = np.arange(L)[None, :]
+    doc_ids = (2 * np.arange(N_SEQ)[:, None] + (pos >= L // 2)).astype(np.int32)
+    mask = np.zeros((N_SEQ, L), bool)
+    mask[:, 0] = True
+
+    prev = np.roll(tokens, 1, axis=1)
+    prev2, prev3 = np.roll(tokens, 2, axis=1), np.roll(tokens, 3, axis=1)
+    mix = (
+        (prev3.astype(np.uint64) * 1_000_003 + prev2 * 7919 + prev) * np.uint64(2654435761) % np.uint64(2**32)
+    )
+    state = rng.random(2 * N_SEQ) < 0.5
+    fires = np.stack(
+        [
+            np.isin(tokens, TOKEN_SET),
+            (prev == BIGRAM[0]) & (tokens == BIGRAM[1]) & (pos >= 2),  # prev unmasked
+            (mix / 2**32 < 0.08) & (pos >= 3),  # a hash of the previous 3 tokens
+            state[doc_ids] & (rng.random((N_SEQ, L)) < 0.25),  # a hidden per-document state
+            np.zeros((N_SEQ, L), bool),  # dead
+        ],
+        axis=-1,
+    )  # (N_SEQ, L, 5)
+    fires &= ~mask[..., None]
+    values = rng.uniform(0.5, 5.0, size=fires.shape) * fires
+    acts = sp.csc_matrix(values.reshape(N_SEQ * L, -1).astype(np.float32))
+    vocab = [f"t{i}" for i in range(V)]
+    return acts, tokens, doc_ids, mask, vocab
+
+
+CFG = LBLConfig(max_positives=300, bootstrap=100)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted()
+
+
+@pytest.fixture(scope="module")
+def table(data):
+    acts, tokens, doc_ids, mask, vocab = data
+    return labelability(acts, tokens, doc_ids, mask, np.arange(5), CFG, seed=3, vocab=vocab)
+
+
+def test_token_latent_is_labelable_by_tokens(table):
+    assert table.labelability[0] >= 0.9
+    assert table.best_describer[0] == "token"
+    assert all(
+        f"'t{t}'" in table.readable[0] for t in TOKEN_SET
+    )  # the readable form names the planted tokens
+
+
+def test_bigram_latent_is_won_by_the_rule(table):
+    assert table.labelability[1] >= 0.9
+    assert table.best_describer[1] == "rule"
+    assert table.auroc_rule[1] > table.auroc_token[1]
+    assert "bigram='t6' 't0'" in table.readable[1] or "prev='t6'" in table.readable[1]
+
+
+@pytest.mark.parametrize("latent", [2, 3])
+def test_hash_and_hidden_state_latents_are_not_labelable(table, latent):
+    assert table.labelability[latent] < 0.4
+    assert table.labelability_hi[latent] < 0.5
+    assert table.n_test_pos[latent] >= 50
+
+
+def test_dead_latent_is_reported_not_scored(table):
+    assert np.isnan(table.labelability[4]) and table.best_describer[4] == "none"
+
+
+def test_frame_columns_and_deciles(table):
+    frame = table.to_frame()
+    assert list(frame["feature"]) == [0, 1, 2, 3, 4]
+    for name in ["labelability", "labelability_hi", "best_describer", "auroc_token", "auroc_rule"]:
+        assert name in frame
+    assert len(frame["decile_auroc"][0]) == 10
+    assert np.nanmin(table.decile_auroc[0]) >= 0.9  # a token latent is labelable in every decile
+    assert np.all(table.labelability_hi >= table.labelability) or np.isnan(table.labelability).any()
+
+
+def test_split_is_by_document_and_test_windows_are_consistent(data, table):
+    acts, tokens, doc_ids, mask, vocab = data
+    index = build_index(tokens, doc_ids, mask, V, seed=3)
+    flat_docs = doc_ids.reshape(-1)
+    assert not np.intersect1d(
+        flat_docs[index.is_test & index.valid], flat_docs[~index.is_test & index.valid]
+    ).size
+    n_docs = len(np.unique(flat_docs))
+    assert abs(len(np.unique(flat_docs[index.is_test])) - n_docs / 2) <= 1
+    for latent in range(4):
+        tw = table.test_windows[latent]
+        assert index.is_test[tw.flat_idx].all() and not mask.reshape(-1)[tw.flat_idx].any()
+        fired = np.asarray(acts[:, latent].todense()).ravel()[tw.flat_idx] != 0
+        assert np.array_equal(fired, tw.label)
+        assert tw.label.sum() == table.n_test_pos[latent]
+        assert ((tw.decile >= 0) == tw.label).all()
+
+
+def test_hard_negatives_contain_top_tokens(data, table):
+    acts, tokens, doc_ids, mask, vocab = data
+    flat = np.where(mask.reshape(-1), -1, tokens.reshape(-1))
+    tw = table.test_windows[0]
+    win = window_matrix(tw.flat_idx[~tw.label], flat, np.tile(np.arange(L), N_SEQ), CFG.window)
+    has_top = np.isin(win, TOKEN_SET).any(axis=1).mean()
+    pos = np.tile(np.arange(L), N_SEQ)
+    others = np.flatnonzero((flat >= 0) & ~np.isin(flat, TOKEN_SET))
+    base = np.isin(window_matrix(others, flat, pos, CFG.window), TOKEN_SET).any(axis=1).mean()
+    # half the negatives are hard (all contain a top token), half random (contain one at the base rate)
+    assert has_top == pytest.approx(0.5 + 0.5 * base, abs=0.08)
+    assert not np.isin(win[:, -1], TOKEN_SET).any()  # and none is a firing centre
+
+
+def test_deterministic_for_a_seed_and_subset_invariant(data, table):
+    acts, tokens, doc_ids, mask, vocab = data
+    again = labelability(acts, tokens, doc_ids, mask, np.array([3, 1]), CFG, seed=3, vocab=vocab)
+    assert (
+        again.labelability[1] == table.labelability[1]
+        and again.labelability_hi[0] == table.labelability_hi[3]
+    )
+    assert np.array_equal(again.test_windows[3].flat_idx, table.test_windows[3].flat_idx)
+    other = labelability(acts, tokens, doc_ids, mask, np.array([3]), CFG, seed=4, vocab=vocab)
+    assert not np.array_equal(other.test_windows[3].flat_idx, table.test_windows[3].flat_idx)
+
+
+def test_shuffled_control_is_near_zero(data):
+    acts, tokens, doc_ids, mask, vocab = data
+    ctrl = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, seed=3, vocab=vocab)
+    assert np.nanmean(ctrl.labelability) <= 0.1
+    assert not np.isnan(ctrl.auroc_rule).any()  # no pruning in the control: every describer competed
+
+
+def test_pruning_skips_costly_describers_only_when_token_suffices(data):
+    acts, tokens, doc_ids, mask, vocab = data
+    full = labelability(
+        acts, tokens, doc_ids, mask, np.array([0]), dataclasses.replace(CFG, prune=False), seed=3, vocab=vocab
+    )
+    pruned = labelability(acts, tokens, doc_ids, mask, np.array([0]), CFG, seed=3, vocab=vocab)
+    assert np.isnan(pruned.auroc_rule[0]) and not np.isnan(full.auroc_rule[0])
+    assert pruned.auroc_token[0] == full.auroc_token[0]
+
+
+def test_auroc_matches_hand_computation():
+    scores = np.array([0.9, 0.5, 0.5, 0.1, 0.5])
+    labels = np.array([True, True, False, False, False])
+    # pairs (pos, neg): 0.9 beats all 3; 0.5 beats 0.1, ties 0.5 twice -> (3 + 1 + 0.5 + 0.5) / 6
+    assert auroc(scores, labels)[0] == pytest.approx(5 / 6)
+    w = np.array([[2, 0, 1, 1, 0]], float)  # only the first positive (twice) vs two negatives it beats
+    assert auroc(scores, labels, w)[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"window": 0}, {"rule_bag": 20}, {"test_fraction": 1.0}, {"bootstrap": 2.5}, {"prune": "yes"}]
+)
+def test_config_validation_names_the_field(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        LBLConfig(**bad)
+
+
+def test_planted_truth_of_the_synthetic_generator(tmp_path):
+    synth = pytest.importorskip("activations.synth")
+    from activations.cache import ActivationCache
+
+    cfg = synth.SynthConfig(
+        n_seq=600,
+        d_model=16,
+        vocab_size=300,
+        n_token=6,
+        n_hash=6,
+        n_hidden=6,
+        n_dense_pair=0,
+        n_circle=0,
+        freq_min=0.01,
+        seed=1,
+    )
+    truth = synth.generate_synthetic(tmp_path / "synth.h5", cfg)
+    with ActivationCache.open(tmp_path / "synth.h5") as cache:
+        tokens, doc_ids, mask, vocab = cache.tokens, cache.doc_ids, cache.mask, cache.vocab
+    acts = sp.csc_matrix(truth.activations())
+    table = labelability(acts, tokens, doc_ids, mask, np.arange(acts.shape[1]), seed=0, vocab=vocab)
+    kinds = np.array(truth.kinds)
+    scored = table.n_test_pos >= 20  # the rarest planted features may have too few held-out firings
+    assert scored[kinds == "token"].all() and (table.labelability[kinds == "token"] >= 0.6).all()
+    unlabelable = np.isin(kinds, ["hash", "hidden"]) & (table.n_test_pos >= 50)  # the flag's support
+    assert unlabelable.sum() >= 6 and (table.labelability[unlabelable] < 0.4).all()
+    ctrl = shuffled_control(acts, tokens, doc_ids, mask, np.flatnonzero(scored), seed=0, vocab=vocab)
+    assert np.nanmean(ctrl.labelability) <= 0.1

@@ -18,7 +18,7 @@ import json
 import math
 import textwrap
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,8 +382,3 @@ def write_definition(defn: Definition, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(definition_to_toml(defn), encoding="utf-8")
     return path
-
-
-def section_defaults(cls: type) -> dict[str, Any]:
-    """Default value of every field of a config dataclass (for docs and checks)."""
-    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}

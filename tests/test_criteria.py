@@ -15,7 +15,7 @@ from features.criteria.function import FunctionAccumulator
 from features.criteria.geometry import geometry, mixture_index, separability
 from features.criteria.mdl import activation_entropy, binary_entropy, mdl
 from features.criteria.stability import stability
-from features.criteria.support import SupportAccumulator, antipodal_pairs, support
+from features.criteria.support import SupportAccumulator, antipodal_pairs, support, with_pairs
 from features.definition import (
     AtomicityConfig,
     FlagConfig,
@@ -340,3 +340,52 @@ def test_flag_needs_its_columns():
     with pytest.raises(KeyError, match="labelability_hi"):
         apply_flags({"support_pass": [True], "stability_pass": [True], "function_pass": [True],
                      "mdl_pass": [True], "labelability": [0.1], "n_test_pos": [60]}, FlagConfig())  # fmt: skip
+
+
+# ---- the criteria together -------------------------------------------------------------------------------------
+
+
+def test_criteria_compose_into_well_defined_on_a_planted_sae():
+    """Planted: 8 real latents, one antipodal dense pair, one junk direction, one rare latent, one unstable latent."""
+    rng = np.random.default_rng(0)
+    t, d, f = 4000, 16, 12
+    dec = np.linalg.qr(rng.standard_normal((d, d)))[0][:f]  # orthonormal rows: no accidental clusters
+    dec[9] = -dec[8]  # antipodal pair (8, 9)
+    enc = dec.copy()
+    acts = np.abs(rng.standard_normal((t, f))) * (rng.random((t, f)) < 0.08)
+    side = rng.random(t) < 0.5
+    acts[:, 8] = np.where(side, np.abs(rng.standard_normal(t)), 0)  # dense: each side on half the tokens
+    acts[:, 9] = np.where(~side, np.abs(rng.standard_normal(t)), 0)
+    acts[:, 11] = 0
+    acts[:50, 11] = 1.0  # rare: 50 tokens
+    x = acts @ dec + 0.05 * rng.standard_normal((t, d))
+    x -= np.outer(acts[:, 10], dec[10])  # junk: latent 10's direction is not in the data where it fires
+    doc = np.arange(t) // 20
+    others = []
+    for s in range(2):
+        perm = np.random.default_rng(s).permutation(f)
+        e, dd = enc[perm].copy(), dec[perm].copy()
+        e[perm == 7] = dd[perm == 7] = rng.standard_normal(d)  # latent 7 is not found again
+        others.append((e, dd))
+
+    defn_support = SupportConfig(min_firing_tokens=200, min_documents=20)
+    csc = sp.csc_matrix(acts)
+    sup = support(csc, doc, defn_support)
+    pairs = antipodal_pairs(enc, dec, sup.density, defn_support)
+    assert pairs.partner[8] == 9 and (pairs.partner[:8] == -1).all()
+    sup = with_pairs(sup, csc, doc, pairs.partner, defn_support)
+    acc = FunctionAccumulator(dec, 32, 0, partner=pairs.partner)
+    for s in range(0, t, 1000):
+        acc.update(x[s : s + 1000], acts[s : s + 1000] @ dec, sp.csr_matrix(acts[s : s + 1000]))
+    fun = acc.result(FunctionConfig())
+    md = mdl(csc, fun.delta_sse, fun.sse_total, d, MDLConfig(), pairs.partner)
+    stab = stability(enc, dec, others, StabilityConfig(), pairs.partner)
+    table = pd.DataFrame(
+        dict(support_pass=sup.passes, stability_pass=stab.passes, function_pass=fun.passes, mdl_pass=md.passes,
+             labelability=np.full(f, 0.1), labelability_hi=np.full(f, 0.2), n_test_pos=np.full(f, 60),
+             firing_count=sup.firing_count)
+    )  # fmt: skip
+    out = apply_flags(table, FlagConfig())
+    assert out["well_defined"].tolist() == [True] * 7 + [False, True, True, False, False]
+    assert not sup.passes[11] and not fun.passes[10] and not md.passes[10] and not stab.passes[7]
+    assert sup.firing_count[8] == sup.firing_count[9] == t

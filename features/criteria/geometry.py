@@ -46,6 +46,8 @@ def decoder_clusters(dec_rows: np.ndarray, cfg: GeometryConfig, block: int = 204
     """(F,) cluster id of each row in the top-k cosine graph, -1 outside components of size min..max_size."""
     ud = unit_rows(dec_rows)
     n = len(ud)
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64)
     k = min(cfg.top_k, n - 1)
     src, dst = [], []
     for s in range(0, n, block):

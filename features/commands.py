@@ -1,9 +1,92 @@
-"""Subcommands of this package (placeholder until its commands land)."""
+"""Subcommands of the `features` package: `xenofeat score`, `xenofeat run` and `xenofeat definition`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def summary_text(summary: dict[str, Any], where: Path) -> str:
+    """The printed summary of a scored run."""
+    by = ", ".join(f"{k} {v}" for k, v in sorted(summary["best_describer"].items())) or "none"
+    fby = ", ".join(f"{k} {v}" for k, v in sorted(summary["flagged_by_describer"].items())) or "none"
+    sae = summary["sae"]
+    ctl = summary.get("shuffled_control_lbl")
+    lines = [
+        f"scored {summary['n_latents']} latents of {sae['path']} on {summary['tokens_scored']:,} tokens "
+        f"(explained variance {sae['explained_variance']:.3f}, L0 {sae['l0']:.1f})",
+        f"  latents alive       {summary['alive']}",
+        f"  well defined        {summary['well_defined']}  (passes: "
+        + ", ".join(f"{k.removesuffix('_pass')} {v}" for k, v in summary["passes"].items())
+        + ")",
+        f"  flagged             {summary['flagged']}  (best describer of the flagged: {fby})",
+        f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
+        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}",
+        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']} "
+        f"(decoder cosine only: {summary['shared_fraction_dec']:.3f})",
+    ]
+    if ctl is not None:
+        lines.append(f"  shuffled control    mean LBL {ctl:.3f}")
+    lines.append(f"store written: {where}")
+    return "\n".join(lines) + "\n"
+
+
+def _score(args: argparse.Namespace) -> int:
+    from features.score import ScoreJob, score
+
+    job = ScoreJob(
+        run=Path(args.run),
+        definition=Path(args.definition) if args.definition else None,
+        max_tokens=args.max_tokens,
+        sae=Path(args.sae) if args.sae else None,
+        others=tuple(Path(p) for p in args.others or ()),
+        cache=Path(args.cache) if args.cache else None,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    res = score(job)
+    sys.stdout.write(summary_text(res.summary, res.folder))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from features.pipeline import pipeline_from_args
+
+    return pipeline_from_args(args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the `xenofeat` parser."""
+    """Add `score`, `run` and `definition` to the `xenofeat` parser."""
+    p = sub.add_parser("score", help="apply the feature definition, measure labelability, flag (writes RUN/features/)")
+    p.add_argument("run", metavar="RUN", help="run folder (its ensemble is scored; the store goes to RUN/features/)")
+    p.add_argument("--definition", metavar="D.toml", help="feature definition (default: the built-in WDF-v1)")
+    p.add_argument("--max-tokens", type=int, default=1_000_000, metavar="N", help="cache tokens scored (default 1M)")
+    p.add_argument("--sae", metavar="DIR", help="score this sae-lens SAE folder instead of the run's seed 0")
+    p.add_argument("--others", nargs="+", metavar="DIR", help="sae-lens folders of other seeds (with --sae, for C2)")
+    p.add_argument("--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--workers", type=int, default=2, help="processes for labelability (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the labelability samples (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_score)
+
+    r = sub.add_parser("run", help="cache -> train (3 seeds) -> score on the embedded default, resumable by stage")
+    r.add_argument("--out", default="xenofeat-run", metavar="DIR", help="output folder (default xenofeat-run)")
+    r.add_argument("--config", metavar="F.toml", help="[cache], [train] and [score] settings (see `xenofeat run`)")
+    r.add_argument("--max-tokens", type=int, default=None, metavar="N", help="tokens scored (default: [score])")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_run)
+
+    try:
+        from features import definition_cli
+    except ImportError:  # the definition command is optional until it lands
+        log.debug("features.definition_cli is not available")
+    else:
+        definition_cli.register(sub)

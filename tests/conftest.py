@@ -24,7 +24,7 @@ PROSE = [
 ]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> "subprocess.CompletedProcess[str]":  # noqa: F821
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:  # noqa: F821
     """Run `xenofeat ARGS` in a subprocess (python -m features.cli), capturing output."""
     import subprocess
 

@@ -147,7 +147,7 @@ def bench_chunks(n_tokens: int) -> None:
             cache = ActivationCache.open(path)
             ds = cache.activations(cache.hooks[0])
             t = time.perf_counter()
-            for c in cache.scan(prefetch=0):
+            for _c in cache.scan(prefetch=0):
                 pass
             seq = cache.n_seq * 128 / (time.perf_counter() - t)
             rng = np.random.default_rng(0)

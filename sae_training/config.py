@@ -54,7 +54,7 @@ class TrainConfig:
     """jumprelu only: target L0 for sae-lens's quadratic sparsity loss (otherwise its 'step' L0 loss is used)."""
     matryoshka_widths: tuple[int, ...] = ()
     """matryoshka only: nested widths; empty means d_sae/8, d_sae/4, d_sae/2 (d_sae is always the last)."""
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     """One ensemble member per seed: its initialisation and its order of batches."""
     tokens: int = 2_000_000
     """Training tokens per member."""

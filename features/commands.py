@@ -64,23 +64,41 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `score`, `run` and `definition` to the `xenofeat` parser."""
-    p = sub.add_parser("score", help="apply the feature definition, measure labelability, flag (writes RUN/features/)")
-    p.add_argument("run", metavar="RUN", help="run folder (its ensemble is scored; the store goes to RUN/features/)")
+    p = sub.add_parser(
+        "score", help="apply the feature definition, measure labelability, flag (writes RUN/features/)"
+    )
+    p.add_argument(
+        "run", metavar="RUN", help="run folder (its ensemble is scored; the store goes to RUN/features/)"
+    )
     p.add_argument("--definition", metavar="D.toml", help="feature definition (default: the built-in WDF-v1)")
-    p.add_argument("--max-tokens", type=int, default=1_000_000, metavar="N", help="cache tokens scored (default 1M)")
+    p.add_argument(
+        "--max-tokens", type=int, default=1_000_000, metavar="N", help="cache tokens scored (default 1M)"
+    )
     p.add_argument("--sae", metavar="DIR", help="score this sae-lens SAE folder instead of the run's seed 0")
-    p.add_argument("--others", nargs="+", metavar="DIR", help="sae-lens folders of other seeds (with --sae, for C2)")
-    p.add_argument("--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)")
+    p.add_argument(
+        "--others", nargs="+", metavar="DIR", help="sae-lens folders of other seeds (with --sae, for C2)"
+    )
+    p.add_argument(
+        "--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--workers", type=int, default=2, help="processes for labelability (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the labelability samples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_score)
 
-    r = sub.add_parser("run", help="cache -> train (3 seeds) -> score on the embedded default, resumable by stage")
-    r.add_argument("--out", default="xenofeat-run", metavar="DIR", help="output folder (default xenofeat-run)")
-    r.add_argument("--config", metavar="F.toml", help="[cache], [train] and [score] settings (see `xenofeat run`)")
-    r.add_argument("--max-tokens", type=int, default=None, metavar="N", help="tokens scored (default: [score])")
+    r = sub.add_parser(
+        "run", help="cache -> train (3 seeds) -> score on the embedded default, resumable by stage"
+    )
+    r.add_argument(
+        "--out", default="xenofeat-run", metavar="DIR", help="output folder (default xenofeat-run)"
+    )
+    r.add_argument(
+        "--config", metavar="F.toml", help="[cache], [train] and [score] settings (see `xenofeat run`)"
+    )
+    r.add_argument(
+        "--max-tokens", type=int, default=None, metavar="N", help="tokens scored (default: [score])"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
 
@@ -90,3 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         log.debug("features.definition_cli is not available")
     else:
         definition_cli.register(sub)
+
+    from features import export_cli
+
+    export_cli.register(sub)

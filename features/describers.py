@@ -210,7 +210,12 @@ def fit_rule(
         c = l1_min_c(x_tr, y, loss="log") * 1.5
         for _ in range(c_steps):
             model = LogisticRegression(
-                **_L1, solver="liblinear", C=c, class_weight="balanced", intercept_scaling=10.0
+                **_L1,
+                solver="liblinear",
+                C=c,
+                class_weight="balanced",
+                intercept_scaling=10.0,
+                random_state=0,
             )
             with warnings.catch_warnings():  # an unconverged fit at a tiny C is still a valid sparse rule
                 warnings.simplefilter("ignore", ConvergenceWarning)

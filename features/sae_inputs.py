@@ -84,12 +84,16 @@ def resolve_inputs(
         ref = load_sae_folder(sae, "--sae")
         rest = [load_sae_folder(p, "--others") for p in others]
         hook = sae_hook(ref)
-        hook, fp = check_against_cache(cache, hook, [(str(sae), ref)] + [(str(p), o) for p, o in zip(others, rest)])
+        hook, fp = check_against_cache(
+            cache, hook, [(str(sae), ref)] + [(str(p), o) for p, o in zip(others, rest, strict=True)]
+        )
         return Inputs(ref, Path(sae), list(enumerate(rest, 1)), list(others), list(range(1 + len(rest))),
                       Path(cache), hook, fp, {})  # fmt: skip
     r = load_run(run)
     if not r.complete:
-        raise UserError(f"{run}: the training run is not finished; resume it with `xenofeat train ... --resume`")
+        raise UserError(
+            f"{run}: the training run is not finished; resume it with `xenofeat train ... --resume`"
+        )
     seeds = r.seeds
     if len(seeds) < need:
         raise UserError(
@@ -100,8 +104,13 @@ def resolve_inputs(
     if not cache_path.is_absolute() and not cache_path.exists():
         cache_path = r.path / cache_path
     saes = [load_member(r.path, s) for s in seeds]
-    hook, fp = check_against_cache(cache_path, r.hook, [(str(r.members[s]), m) for s, m in zip(seeds, saes)])
+    hook, fp = check_against_cache(
+        cache_path, r.hook, [(str(r.members[s]), m) for s, m in zip(seeds, saes, strict=True)]
+    )
     if fp != r.cache_fingerprint:
-        log.warning("%s is not the cache the run was trained on (fingerprint differs); scoring it anyway", cache_path)
-    return Inputs(saes[0], r.members[seeds[0]], list(zip(seeds[1:], saes[1:])), [r.members[s] for s in seeds[1:]],
-                  seeds, cache_path, hook, fp, r.metrics)  # fmt: skip
+        log.warning(
+            "%s is not the cache the run was trained on (fingerprint differs); scoring it anyway", cache_path
+        )
+    others_ = list(zip(seeds[1:], saes[1:], strict=True))
+    paths = [r.members[s] for s in seeds[1:]]
+    return Inputs(saes[0], r.members[seeds[0]], others_, paths, seeds, cache_path, hook, fp, r.metrics)

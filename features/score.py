@@ -47,6 +47,8 @@ class ScoreJob:
 
     run: Path
     """Run folder: its ensemble is scored (unless `sae` is set) and the store goes to RUN/features/."""
+    out: Path | None = None
+    """Folder that receives the store (OUT/features/); default: `run`."""
     definition: Path | None = None
     """Definition TOML file; None: the built-in WDF-v1."""
     max_tokens: int | None = 1_000_000
@@ -131,7 +133,9 @@ _LBL_ARGS: tuple = ()
 
 
 def _lbl_part(latents: np.ndarray) -> LBLTable:
-    acts, tokens, doc_ids, mask, cfg, seed, vocab = _LBL_ARGS
+    acts, tokens, doc_ids, mask, cfg, seed, vocab, progress = _LBL_ARGS
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"  # this worker's bars (tqdm reads it per bar)
     return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab)
 
 
@@ -163,13 +167,35 @@ def merge_tables(parts: list[LBLTable]) -> LBLTable:
     )
 
 
-def run_lbl(acts, tokens, doc_ids, mask, latents, cfg: LBLConfig, seed: int, vocab, workers: int) -> LBLTable:  # noqa: ANN001
+def run_lbl(
+    acts,
+    tokens,
+    doc_ids,
+    mask,
+    latents,
+    cfg: LBLConfig,
+    seed: int,
+    vocab,
+    workers: int,
+    progress: bool = True,
+) -> LBLTable:  # noqa: ANN001, E501
     """LBL-v1 for `latents`, in `workers` forked processes (interleaved latent chunks) when there are enough."""
     global _LBL_ARGS
     latents = np.asarray(latents, np.int64)
     if workers <= 1 or len(latents) < 32 or "fork" not in mp.get_all_start_methods():
-        return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab)
-    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab)
+        from tqdm import tqdm as _tqdm  # noqa: F401 - bars honour TQDM_DISABLE at creation
+
+        old = os.environ.get("TQDM_DISABLE")
+        if not progress:
+            os.environ["TQDM_DISABLE"] = "1"
+        try:
+            return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab)
+        finally:
+            if old is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old
+    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab, progress)
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
             parts = list(ex.map(_lbl_part, [latents[i::workers] for i in range(workers)]))
@@ -182,7 +208,8 @@ def score(job: ScoreJob) -> ScoreResult:
     """Run the whole scoring job; returns the published store's folder and summary."""
     defn = load_definition(job.definition)
     inputs = resolve_inputs(job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn)
-    tmp = prepare_folder(job.run, job.overwrite)
+    dest = job.out if job.out is not None else job.run
+    tmp = prepare_folder(dest, job.overwrite)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -211,7 +238,7 @@ def score(job: ScoreJob) -> ScoreResult:
     lap("write")
     summary["timings"] = timings
     st.write_json(tmp / st.SUMMARY_FILE, summary)
-    folder = publish(tmp, job.run)
+    folder = publish(tmp, dest)
     return ScoreResult(folder, summary, table)
 
 
@@ -232,7 +259,9 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     fres = res.function.result(defn.function)
     md = mdl(acts, fres.delta_sse, fres.sse_total, res.function.W_dec.shape[1], defn.mdl, partner)
     lap("function_mdl")
-    others = [(o.W_enc.detach().float().numpy().T, o.W_dec.detach().float().numpy()) for _, o in inputs.others]
+    others = [
+        (o.W_enc.detach().float().numpy().T, o.W_dec.detach().float().numpy()) for _, o in inputs.others
+    ]
     stab = stability(enc, dec, others, defn.stability, partner)
     lap("stability")
     atom = atomicity(dec, defn.atomicity, partner)
@@ -241,7 +270,9 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     lap("geometry")
     lcfg: LBLConfig = defn.labelability
     scored = np.flatnonzero(sup.firing_count >= lcfg.min_test_pos)
-    lbl = run_lbl(acts, res.tokens, res.doc_ids, res.mask, scored, lcfg, job.seed, vocab, job.workers)
+    lbl = run_lbl(
+        acts, res.tokens, res.doc_ids, res.mask, scored, lcfg, job.seed, vocab, job.workers, job.progress
+    )
     lap("labelability")
     control = np.nan
     if job.control_latents and len(scored):
@@ -291,7 +322,9 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     return table, extra, lbl
 
 
-def build_summary(table, extra, inputs: Inputs, res, defn: Definition, job: ScoreJob, timings) -> dict[str, Any]:  # noqa: ANN001
+def build_summary(
+    table, extra, inputs: Inputs, res, defn: Definition, job: ScoreJob, timings
+) -> dict[str, Any]:  # noqa: ANN001
     """The summary.json content (timings are added once the store is written)."""
     fs = summarize(table)
     stab = extra["stability"]
@@ -304,7 +337,9 @@ def build_summary(table, extra, inputs: Inputs, res, defn: Definition, job: Scor
         "flagged": fs.flagged,
         "passes": fs.passes,
         "flagged_by_describer": fs.flagged_by_describer,
-        "best_describer": {str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()},
+        "best_describer": {
+            str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()
+        },
         "lbl_scored": int(scored.sum()),
         "lbl_mean": float(table.loc[scored, "labelability"].mean()) if scored.any() else None,
         "shuffled_control_lbl": extra["control"],
@@ -325,7 +360,11 @@ def build_summary(table, extra, inputs: Inputs, res, defn: Definition, job: Scor
         },
         "seeds": inputs.seeds,
         "others": [str(p) for p in inputs.other_paths],
-        "cache": {"path": str(inputs.cache_path), "hook": inputs.hook, "fingerprint": inputs.cache_fingerprint},
+        "cache": {
+            "path": str(inputs.cache_path),
+            "hook": inputs.hook,
+            "fingerprint": inputs.cache_fingerprint,
+        },
         "tokens_scored": res.n_tokens,
         "seqs_scored": res.n_seq,
         "max_tokens": job.max_tokens,

@@ -136,7 +136,9 @@ class TestSet:
     flat_idx: np.ndarray  # (n,) int64 centre of each window
     label: np.ndarray  # (n,) bool: the latent fires at the centre
     decile: np.ndarray  # (n,) int8 activation decile of positives, -1 for negatives
-    tokens: np.ndarray  # (n, window + 1) int32 the window (centre last), -1 before the sequence start / padding
+    tokens: (
+        np.ndarray
+    )  # (n, window + 1) int32 the window (centre last), -1 before the sequence start / padding
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,11 @@ class FeatureStore:
     def open(cls, run_dir: str | Path) -> FeatureStore:
         """Open the store of a run folder (or the `features/` folder itself)."""
         run_dir = Path(run_dir)
-        folder = run_dir if (run_dir / TABLE_FILE).exists() or run_dir.name == FEATURES_DIR else run_dir / FEATURES_DIR
+        folder = (
+            run_dir
+            if (run_dir / TABLE_FILE).exists() or run_dir.name == FEATURES_DIR
+            else run_dir / FEATURES_DIR
+        )
         if not folder.is_dir():
             tmp = folder.with_name(TMP_DIR)
             if tmp.exists():
@@ -182,10 +188,14 @@ class FeatureStore:
                     f"{run_dir}: the score of this run was interrupted ({tmp} is unfinished); "
                     f"rerun `xenofeat score {run_dir}`"
                 )
-            raise UserError(f"{run_dir}: no feature store (no {FEATURES_DIR}/); run `xenofeat score {run_dir}` first")
+            raise UserError(
+                f"{run_dir}: no feature store (no {FEATURES_DIR}/); run `xenofeat score {run_dir}` first"
+            )
         for name in (SUMMARY_FILE, TABLE_FILE, EXAMPLES_FILE, DEFINITION_FILE):
             if not (folder / name).exists():
-                raise UserError(f"{folder / name}: missing; the store is incomplete, rerun `xenofeat score --overwrite`")
+                raise UserError(
+                    f"{folder / name}: missing; the store is incomplete, rerun `xenofeat score --overwrite`"
+                )
         try:
             summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:

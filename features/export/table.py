@@ -1,0 +1,17 @@
+"""The `csv` and `parquet` exports: the selected rows of the feature table, all columns, in latent order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CSV_FILE = "features.csv"
+PARQUET_FILE = "features.parquet"
+
+
+def write_csv(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+    ctx.rows.to_csv(folder / CSV_FILE, index=False)
+
+
+def write_parquet(ctx: Any, folder: Path) -> None:  # noqa: ANN401
+    ctx.rows.to_parquet(folder / PARQUET_FILE, index=False)

@@ -1,0 +1,157 @@
+"""`xenofeat run`: cache -> train (3 seeds) -> score on the embedded default, in one command, resumable by stage.
+
+Layout of the output folder (default `xenofeat-run/`):
+
+    OUT/cache.h5        the activation cache (stage 1, `activations.build.build_cache`)
+    OUT/sae/            the SAE ensemble run folder (stage 2, `sae_training.train`)
+    OUT/features/       the feature store (stage 3, `features.score.score`); `xenofeat view OUT` opens it
+
+A finished stage is not redone (a complete cache, a complete run, a published store); an interrupted stage resumes
+(the cache and the training from their last flushed rows / checkpoint) or, for the score, restarts cleanly.
+Settings come from the embedded defaults below, overridden by a TOML file with `[cache]`, `[train]` and `[score]`
+tables (keys as in `CacheJob`, `TrainConfig`, and `max_tokens`, `workers`, `seed`, `definition` for the score).
+The defaults are sized for about 10 minutes on 2 CPU cores (see benchmarks/RESULTS_scoring.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from activations.build import CacheJob, build_cache
+from activations.cache import ActivationCache
+from activations.errors import UserError
+from sae_training.config import TrainConfig
+from sae_training.run import read_run_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOOK = "blocks.3.hook_resid_post"
+DEFAULT_CACHE: dict[str, Any] = {
+    "model": "default",
+    "corpus": "default",
+    "hooks": [DEFAULT_HOOK],
+    "context_size": 128,
+}
+"""The whole embedded corpus (about 430k tokens) through MiniLM up to block 3."""
+DEFAULT_TRAIN: dict[str, Any] = {
+    "arch": "topk",
+    "expansion": 8.0,
+    "k": 32,
+    "seeds": [0, 1, 2],
+    "tokens": 250_000,
+    "batch_size": 4096,
+    "lr": 1e-3,
+    "dead_after_tokens": 200_000,
+    "checkpoint_every": 100_000,
+    "downstream_seqs": 0,
+}
+"""TopK, 3,072 latents, k 32, 3 seeds; the token budget is what 2 cores train in about 4 minutes."""
+DEFAULT_SCORE: dict[str, Any] = {"max_tokens": 1_000_000, "workers": 2, "seed": 0, "definition": None}
+SCORE_KEYS = tuple(DEFAULT_SCORE)
+
+
+def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The defaults overridden by a `--config` TOML file; unknown tables or keys are UserErrors naming them."""
+    cfg = {"cache": dict(DEFAULT_CACHE), "train": dict(DEFAULT_TRAIN), "score": dict(DEFAULT_SCORE)}
+    if path is None:
+        return cfg
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"--config: cannot read {path} ({err.strerror or err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"--config: {path} is not valid TOML ({err})") from None
+    known = {
+        "cache": {f.name for f in fields(CacheJob)} - {"out"} | {"hook"},
+        "train": {f.name for f in fields(TrainConfig)},
+        "score": set(SCORE_KEYS),
+    }
+    for table, values in raw.items():
+        if table not in known or not isinstance(values, dict):
+            raise UserError(f"--config: {path}: unknown table [{table}] (known: cache, train, score)")
+        for key, value in values.items():
+            key = key.replace("-", "_")
+            if key not in known[table]:
+                raise UserError(f"--config: {path}: [{table}] unknown key '{key}'")
+            if table == "cache" and key == "hook":
+                key, value = "hooks", [value]
+            cfg[table][key] = value
+    return cfg
+
+
+def _stage(n: int, name: str) -> None:
+    log.info("[%d/3] %s", n, name)
+
+
+def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the three stages into `out`; returns the store's summary."""
+    from features.score import ScoreJob, score
+    from features.store import FEATURES_DIR, FeatureStore
+    from sae_training.trainer import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    cache_path, run_dir = out / "cache.h5", out / "sae"
+
+    t = time.perf_counter()
+    _stage(1, f"cache -> {cache_path}")
+    job = CacheJob(out=cache_path, **{**cfg["cache"], "hooks": tuple(cfg["cache"]["hooks"])})
+    done = False
+    if cache_path.exists():
+        with ActivationCache.open(cache_path, allow_partial=True) as c:
+            done = c.meta.complete
+    if done:
+        log.info("      the cache is complete; not redone")
+    else:
+        build_cache(job, resume=cache_path.exists())
+    timings["cache"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    _stage(2, f"train {len(cfg['train']['seeds'])} seeds -> {run_dir}")
+    try:
+        tcfg = TrainConfig.from_dict(cfg["train"], source="--config [train]")
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    info = read_run_json(run_dir) if run_dir.is_dir() else None
+    if info is not None and info.get("status") == "complete":
+        log.info("      the ensemble is trained; not redone")
+    else:
+        train(tcfg, cache_path, run_dir, hook=job.hooks[0], resume=info is not None, progress=progress)
+    timings["train"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    _stage(3, f"score -> {out / FEATURES_DIR}")
+    s = cfg["score"]
+    if (out / FEATURES_DIR).is_dir():
+        log.info("      the store exists; not redone")
+    else:
+        definition = Path(s["definition"]) if s.get("definition") else None
+        score(ScoreJob(run=run_dir, out=out, definition=definition, max_tokens=s["max_tokens"],
+                       workers=s["workers"], seed=s["seed"], progress=progress))  # fmt: skip
+    timings["score"] = round(time.perf_counter() - t, 1)
+    summary = FeatureStore.open(out).summary
+    log.info("stage times (s): %s", timings)
+    return summary
+
+
+def pipeline_from_args(args: argparse.Namespace) -> int:
+    """The `xenofeat run` handler: prints the summary and the command that opens the viewer."""
+    from features.commands import summary_text
+
+    cfg = load_config(Path(args.config) if args.config else None)
+    if args.max_tokens is not None:
+        if args.max_tokens < 1:
+            raise UserError(f"--max-tokens: must be positive, got {args.max_tokens}")
+        cfg["score"]["max_tokens"] = args.max_tokens
+    out = Path(args.out)
+    summary = run_pipeline(out, cfg, progress=not args.quiet)
+    sys.stdout.write(summary_text(summary, out / "features"))
+    sys.stdout.write(f"open the viewer with:\n  xenofeat view {out}\n")
+    return 0

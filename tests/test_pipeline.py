@@ -1,0 +1,67 @@
+"""`xenofeat run` end to end on a tiny budget (the embedded model on a small corpus), and resumable by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import error_line, run_cli
+
+from features.store import FeatureStore
+
+
+def _config(tmp_path: Path, corpus: Path) -> Path:
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        f"""
+[cache]
+corpus = "{corpus}"
+context_size = 32
+batch_size = 8
+
+[train]
+width = 96
+k = 4
+tokens = 16384
+batch_size = 512
+checkpoint_every = 0
+norm_sample_tokens = 2048
+eval_tokens = 512
+
+[score]
+max_tokens = 4000
+workers = 1
+"""
+    )
+    return cfg
+
+
+def test_run_tiny_is_resumable(tmp_path: Path, corpus_dir: Path) -> None:
+    out = tmp_path / "out"
+    cfg = _config(tmp_path, corpus_dir)
+    first = run_cli("run", "--out", str(out), "--config", str(cfg), "--quiet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "latents alive" in first.stdout and "PW-MCC" in first.stdout
+    assert f"xenofeat view {out}" in first.stdout
+    store = FeatureStore.open(out)
+    assert len(store.table) == 96 and store.summary["seeds"] == [0, 1, 2]
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cache.h5", out / "sae" / "run.json")}
+    # a finished run is not redone; a lost store is rebuilt from the finished cache and ensemble only
+    again = run_cli("run", "--out", str(out), "--config", str(cfg), "--quiet")
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert "not redone" in again.stderr
+    for p in (out / "features").iterdir():
+        p.unlink()
+    (out / "features").rmdir()
+    third = run_cli("run", "--out", str(out), "--config", str(cfg), "--quiet")
+    assert third.returncode == 0, third.stderr[-3000:]
+    lines = lambda text: [ln for ln in text.splitlines() if "shuffled control" not in ln]  # noqa: E731
+    assert lines(third.stdout) == lines(first.stdout)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_run_bad_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[train]\nwidht = 96\n")
+    assert "widht" in error_line(run_cli("run", "--out", str(tmp_path / "o"), "--config", str(cfg)))
+    cfg.write_text("[scoring]\nmax_tokens = 5\n")
+    assert "[scoring]" in error_line(run_cli("run", "--out", str(tmp_path / "o"), "--config", str(cfg)))

@@ -97,9 +97,19 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         ) from err
     bridge.eval()
     cfg = bridge.cfg
-    causal = getattr(cfg, "attention_dir", "causal") == "causal"
+    causal = _is_causal_lm(bridge.original_model)
     n_ctx = getattr(cfg, "n_ctx", None)
     return LoadedModel(bridge, bridge.tokenizer, model_id, int(cfg.n_layers), int(cfg.d_model), causal, n_ctx)
+
+
+def _is_causal_lm(hf_model: Any) -> bool:
+    """Whether the loaded Hugging Face class is a causal LM (its logits predict the next token).
+
+    The bridge's own `cfg.attention_dir` says "causal" for BERT in transformer-lens 3.9, so ask transformers instead.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return type(hf_model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
 
 
 def summarize_hooks(hooks: list[str]) -> str:

@@ -59,3 +59,28 @@ def test_sequences_tokens_and_mask(small_cache):
     assert ctx.tokens[ctx.center] == cache.vocab[tok[0, 5]]
     assert len(ctx.tokens) == 7
     assert cache.meta.complete and cache.meta.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_model_kind_is_read_from_the_loaded_class():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from activations.model import _is_causal_lm, load_model
+
+    assert load_model("default").is_causal_lm is False  # MiniLM loads as BertForMaskedLM: an encoder
+    tiny = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=8))
+    assert _is_causal_lm(tiny) is True
+
+
+def test_encoder_downstream_effect_is_embedding_cosine(tmp_path, small_cache):
+    """Training on a real MiniLM cache records the splice's effect as the cosine of mean-pooled embeddings."""
+    import json
+
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train
+
+    cfg = TrainConfig(seeds=(0,), width=96, k=8, tokens=4096, batch_size=256, checkpoint_every=0, eval_fraction=0.2,
+                      downstream_seqs=4, norm_sample_tokens=1024, eval_tokens=2048)
+    run = train(cfg, small_cache, tmp_path / "run", hook="blocks.1.hook_resid_post", progress=False)
+    down = json.loads((run / "run.json").read_text())["metrics"]["per_seed"]["0"]["downstream"]
+    assert set(down) >= {"embedding_cosine"} and "ce_recovered" not in down
+    assert 0.0 < down["embedding_cosine"] < 1.0

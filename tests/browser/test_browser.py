@@ -1,0 +1,172 @@
+"""The viewer in a real browser: `xenofeat view` on a small scored run, Debian's chromium driven by playwright.
+
+Opens a flagged latent from the overview, scores a label in the label tester, adds the latent to a feature set and
+downloads the set's JSON export, and saves a screenshot to `artifacts/` (the CI artefact). Skips with a reason when
+chromium or playwright is missing; `.ci/browser-deps` installs both. Run as a script (`python
+tests/browser/test_browser.py RUN`) it takes the README screenshots into docs/ instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script
+from scored_run import scored_run  # noqa: E402, F401 - session fixture
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = REPO / "artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def viewer(run: Path, log: Path) -> Iterator[str]:
+    """`xenofeat view RUN` on a free port (`python -m viewer.cli` when the package is not installed); yields the URL."""
+    port = free_port()
+    installed = any(ep.name == "view" for ep in entry_points(group="xenofeat.commands"))
+    cmd = (
+        [sys.executable, "-c", "from features.cli import entry; entry()", "view"]
+        if installed
+        else [sys.executable, "-m", "viewer.cli"]
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*cmd, str(run), "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the viewer did not start:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def settle(page) -> None:  # noqa: ANN001 - playwright Page
+    """Wait until Streamlit is connected, its script has finished and no skeleton is left (Streamlit's own e2e wait)."""
+    from playwright.sync_api import expect
+
+    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=20_000)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=30_000)
+    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=20_000)
+
+
+def open_flagged(page) -> str:  # noqa: ANN001
+    """From the overview, open the first flagged latent; returns its page header."""
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("stSelectbox").filter(has_text="Open a flagged latent").click()
+    page.get_by_role("option").first.click()
+    settle(page)
+    header = page.get_by_role("heading", name="FLAGGED")
+    expect(header).to_be_visible(timeout=20_000)
+    return header.inner_text()
+
+
+def browser():  # noqa: ANN201
+    """A playwright chromium launcher context (skips when chromium or playwright is missing)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: run .ci/browser-deps (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: run .ci/browser-deps (pip install playwright)")
+    return sync_playwright()
+
+
+@pytest.mark.browser
+def test_flagged_feature_label_and_export_in_chromium(scored_run, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    pw_ctx = browser()
+    run = tmp_path / "run"
+    shutil.copytree(scored_run.run / "features", run / "features")  # the session's run stays untouched
+    ARTIFACTS.mkdir(exist_ok=True)
+    with viewer(run, tmp_path / "viewer.log") as url, pw_ctx as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = b.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(url)
+        settle(page)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        header = open_flagged(page)
+        latent = int(header.split()[1])
+
+        page.get_by_role("textbox", name="your label").fill("tok2, tok3")
+        page.get_by_role("button", name="Score it").click()
+        settle(page)
+        expect(page.get_by_test_id("stMetric").filter(has_text="AUROC (yours)")).to_be_visible()
+        expect(page.get_by_text("Labels tried on latent")).to_be_visible()
+
+        page.get_by_role("textbox", name="new set name").fill("from the browser")
+        page.get_by_role("button", name="Add 1 latent to the set").click()
+        settle(page)
+        expect(page.get_by_text("set 'from the browser' now has 1 latents")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "browser-feature-page.png"), full_page=True)
+
+        page.get_by_test_id("stSidebar").get_by_text("Sets", exact=True).click()
+        settle(page)
+        with page.expect_download() as dl:
+            page.get_by_test_id("stDownloadButton").get_by_role("button").click()
+        doc = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
+        b.close()
+    assert doc["name"] == "from the browser"
+    assert [f["feature"] if isinstance(f, dict) else f for f in doc["features"]] == [latent]
+    tried = [json.loads(x) for x in (run / "features" / "labels.jsonl").read_text().splitlines()]
+    assert [(t["latent"], t["text"]) for t in tried] == [(latent, "tok2, tok3")]
+
+
+def take_readme_screenshots(run: Path, out: Path) -> None:
+    """docs/overview.png and docs/feature_page.png of a run (a flagged latent's page)."""
+    from playwright.sync_api import sync_playwright
+
+    with viewer(run, out / ".viewer.log") as url, sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        settle(page)
+        page.wait_for_timeout(1500)  # let the vega charts draw
+        page.screenshot(path=str(out / "overview.png"), full_page=True)
+        open_flagged(page)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out / "feature_page.png"), full_page=True)
+        b.close()
+    (out / ".viewer.log").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    take_readme_screenshots(Path(sys.argv[1]), REPO / "docs")

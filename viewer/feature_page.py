@@ -1,0 +1,179 @@
+"""A latent's page: verdict, every criterion against its threshold, describers and per-decile AUROC, activation
+histogram, top and decile examples with token highlighting, matches in other seeds, nearest latents (links),
+downstream effects, the label tester, and adding the latent to a feature set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from features.store import FeatureStore
+from viewer import data, label_panel, nav, sets_panel
+from viewer.render import windows_html
+
+DESCRIBERS = ("token", "rule", "semantic")
+
+
+def criteria_rows(row: pd.Series, defn: Any) -> pd.DataFrame:  # noqa: ANN401 - features.definition.Definition
+    """Every WDF criterion, tag and flag condition: value, rule, threshold (from the definition), verdict."""
+    s, stab, fl, at, geo = defn.support, defn.stability, defn.flag, defn.atomicity, defn.geometry
+
+    def g(c: str) -> float:
+        return float(row[c]) if c in row and row[c] is not None else float("nan")
+
+    spec = [  # (criterion, quantity, value, rule, threshold, verdict column or None)
+        ("C1 support", "firing tokens", g("firing_count"), "≥", s.min_firing_tokens, "support_pass"),
+        ("C1 support", "documents", g("n_docs"), "≥", s.min_documents, "support_pass"),
+        ("C2 stability", "fraction of other seeds matched", g("stability"), "≥", stab.min_stability, "stability_pass"),
+        ("C2 stability", "mean matched cosine", g("match_cos"), "≥ (per seed)", stab.tau, "stability_pass"),
+        ("C3 function", "Δ squared error when removed", g("delta_sse"), ">", g("null_q95"), "function_pass"),
+        ("C4 description length", "bits saved", g("bits_saved"), "≥", g("dl_bits"), "mdl_pass"),
+        ("C5 atomicity (tag)", "max decoder cos to another", g("max_cos_other"), "tag duplicate if ≥", at.duplicate_cos, "duplicate"),
+        ("C5 atomicity (tag)", "meta-SAE reconstruction cos", g("meta_recon_cos"), "tag composite if ≥", at.metasae_recon_cos, "composite"),
+        ("C6 geometry (tag)", "separability S (bits)", g("separability"), "tag multi_d if ≥", geo.separability_bits, "multi_d"),
+        ("C6 geometry (tag)", "mixture index M", g("mixture_index"), "tag mixture if ≥", geo.mixture_index, "mixture"),
+        ("flag", "labelability (LBL)", g("labelability"), "<", fl.max_lbl, None),
+        ("flag", "LBL bootstrap upper bound", g("labelability_hi"), "<", fl.max_lbl_hi, None),
+        ("flag", "held-out positives", g("n_test_pos"), "≥", fl.min_test_pos, None),
+    ]  # fmt: skip
+    out = []
+    for crit, what, value, rule, thr, col in spec:
+        if col is not None and col in row and rule.startswith("tag"):
+            verdict = "tagged" if bool(row[col]) else "–"
+        elif col is not None and col in row:
+            verdict = "pass" if bool(row[col]) else "fail"
+        elif math.isnan(value) or (isinstance(thr, float) and math.isnan(thr)):
+            verdict = "–"
+        else:
+            ok = {"<": value < thr, "≥": value >= thr, ">": value > thr}.get(rule)
+            verdict = ("pass" if ok else "fail") if ok is not None else ("tagged" if value >= thr else "–")
+        out.append((crit, what, _num(value), rule, _num(thr), verdict))
+    return pd.DataFrame(out, columns=["criterion", "quantity", "value", "rule", "threshold", "verdict"])
+
+
+def _num(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4g}"
+
+
+def _picker(store: FeatureStore) -> int | None:
+    """The latent input (validated) and prev/next buttons; returns the latent to show."""
+    if msg := st.session_state.get(nav.URL_ERROR_KEY):
+        st.error(msg)
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.text_input(
+        "latent",
+        key="fp_goto",
+        placeholder=f"0 to {store.n_latents - 1}, then Enter",
+        on_change=_goto_typed,
+        args=(store.n_latents,),
+    )
+    if msg := st.session_state.get("fp_goto_err"):
+        st.error(msg)
+    cur = nav.current_latent()
+    if cur is not None:
+        c2.button("◀ previous", disabled=cur <= 0, key="fp_prev", on_click=nav.open_latent, args=(cur - 1,))
+        c3.button(
+            "next ▶",
+            disabled=cur >= store.n_latents - 1,
+            key="fp_next",
+            on_click=nav.open_latent,
+            args=(cur + 1,),
+        )
+    return nav.current_latent()
+
+
+def _goto_typed(n_latents: int) -> None:
+    """Callback of the latent input: open a valid latent, else keep a message to show."""
+    latent, err = data.parse_latent(st.session_state["fp_goto"], n_latents)
+    st.session_state["fp_goto_err"] = err
+    if latent is not None:
+        nav.open_latent(latent)
+
+
+def render(store: FeatureStore, run: Path) -> None:
+    latent = _picker(store)
+    if latent is None:
+        st.info("Choose a latent: type its index, or open one from the overview or the table.")
+        return
+    row = store.table.iloc[latent]
+    ex = data.examples(store, run, latent)
+    defn = store.definition()
+    verdict = "FLAGGED" if row["flag"] else ("well defined" if row["well_defined"] else "not well defined")
+    st.header(f"Latent {latent} · {verdict}")
+    st.caption(
+        f"density {row['density']:.3e} · {int(row['firing_count']):,} firing tokens in {int(row['n_docs']):,} "
+        f"documents · best describer: {row['best_describer']} · LBL {row['labelability']:.3f}"
+        if not math.isnan(row["labelability"])
+        else f"density {row['density']:.3e} · not scored by LBL"
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Definition (WDF) and flag")
+        st.dataframe(criteria_rows(row, defn), hide_index=True, width="stretch")
+    with right:
+        st.subheader("Activation histogram")
+        e = ex.hist_edges
+        hist = pd.DataFrame({"lo": e[:-1], "hi": e[1:], "tokens": ex.hist_counts})
+        st.altair_chart(
+            alt.Chart(hist)
+            .mark_bar()
+            .encode(x=alt.X("lo:Q", title="activation"), x2="hi", y="tokens:Q", y2=alt.datum(0))
+            .properties(height=200),
+            width="stretch",
+        )
+    st.subheader("Describers")
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        desc = pd.DataFrame(
+            {
+                "describer": DESCRIBERS,
+                "AUROC (held out)": [row.get(f"auroc_{d}", np.nan) for d in DESCRIBERS],
+                "best": [d == row["best_describer"] for d in DESCRIBERS],
+            }
+        )
+        st.dataframe(desc, hide_index=True, width="stretch")
+        st.markdown(f"**Best describer's readable form:** `{row.get('readable', '–')}`")
+    with c2:
+        dec = pd.DataFrame({"decile": np.arange(1, 11), "AUROC": ex.decile_auroc.astype(float)})
+        st.altair_chart(
+            alt.Chart(dec).mark_bar().encode(x="decile:O", y=alt.Y("AUROC:Q", scale=alt.Scale(domain=[0, 1])))
+            .properties(height=160, title="best describer's AUROC per activation decile"),
+            width="stretch",
+        )  # fmt: skip
+    vocab, scale = store.vocab, float(ex.hist_edges[-1]) or 1.0
+    st.subheader("Top activations")
+    st.html(windows_html(ex.top.tokens, ex.top.acts, vocab, scale, ex.top.center, ex.top.value))
+    with st.expander("Samples per activation decile"):
+        d = ex.deciles
+        for q in range(9, -1, -1):
+            sel = d.decile == q if d.decile is not None else np.zeros(len(d.tokens), bool)
+            if sel.any():
+                st.markdown(f"decile {q + 1}")
+                st.html(windows_html(d.tokens[sel], d.acts[sel], vocab, scale, d.center, d.value[sel]))
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.subheader("Matches in other seeds")
+        m = pd.DataFrame(ex.matches, columns=["seed", "latent", "cosine"])
+        m["found"] = m["cosine"] >= defn.stability.tau
+        st.dataframe(m, hide_index=True, width="stretch")
+    with c2:
+        st.subheader("Nearest latents")
+        for j, c in zip(ex.nearest.tolist(), ex.nearest_cos.tolist(), strict=True):
+            st.button(f"latent {j} · cos {c:.2f}", key=f"fp_near_{j}", on_click=nav.open_latent, args=(j,))
+    with c3:
+        st.subheader("Downstream effects")
+        if ex.downstream:
+            st.dataframe(pd.DataFrame(ex.downstream.items(), columns=["effect", "value"]), hide_index=True)
+        else:
+            st.caption("not recorded for this run (scored offline)")
+    label_panel.render(store, run, latent)
+    st.subheader("Feature sets")
+    sets_panel.add_to_set_widget(run, [latent], store.n_latents, key="fp")

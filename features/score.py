@@ -115,6 +115,9 @@ def prepare_folder(run: Path, overwrite: bool) -> Path:
     return tmp
 
 
+USER_FILES = ("sets.json", "labels.jsonl")  # written by the viewer into RUN/features/, not by scoring
+
+
 def publish(tmp: Path, run: Path) -> Path:
     """Rename the finished tmp folder to RUN/features (replacing an old store last, so one always exists)."""
     final = run / st.FEATURES_DIR
@@ -122,6 +125,10 @@ def publish(tmp: Path, run: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
+        # what people made in the viewer (feature sets, label attempts) survives a rescore
+        for name in USER_FILES:
+            if (final / name).exists():
+                shutil.copy2(final / name, tmp / name)
         os.replace(final, old)
     os.replace(tmp, final)
     if old.exists():

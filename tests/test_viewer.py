@@ -166,10 +166,11 @@ def test_feature_set_round_trip(random_run, monkeypatch):
     assert at.get("download_button"), "the set has an export button"
     from viewer.sets_panel import set_json_bytes
 
-    doc = json.loads(
-        set_json_bytes(random_run, FeatureStore.open(random_run), load_sets(random_run)["odd ones"])
-    )
-    assert doc["name"] == "odd ones" and [f["feature"] for f in doc["features"]] == [5, 6]
+    doc = json.loads(set_json_bytes(random_run, load_sets(random_run)["odd ones"]))
+    from features.export.json_set import validate
+
+    validate(doc)  # the shipped JSON Schema of the `json` export
+    assert doc["name"] == "odd ones" and [f["index"] for f in doc["features"]] == [5, 6]
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden", "c:\\x"])

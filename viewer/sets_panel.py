@@ -34,27 +34,11 @@ def add_latents(
     return fsets.save_set(run, fs, n_latents=n_latents)
 
 
-def set_json_bytes(run: Path, store: FeatureStore, fs: fsets.FeatureSet) -> bytes:
-    """The set's JSON export (features.export's JSON format when that module is present)."""
-    try:
-        from features import export as fexport
-    except ImportError:  # the export issue has not landed: the design's minimal form
-        fexport = None
-    if fexport is not None and hasattr(fexport, "set_json"):
-        return json.dumps(fexport.set_json(run, fs), indent=1, ensure_ascii=False).encode("utf-8")
-    rows = store.table.set_index("feature").reindex(fs.features)
-    feats = [
-        {"feature": int(i), **{c: _plain(rows.at[i, c]) for c in SET_COLUMNS[1:] if c in rows}}
-        for i in fs.features
-    ]
-    doc = {"name": fs.name, "description": fs.description, "features": feats}
-    return json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
+def set_json_bytes(run: Path, fs: fsets.FeatureSet) -> bytes:
+    """The set's `json` export (the same document `xenofeat export --set NAME --format json` writes)."""
+    from features.export.json_set import set_json
 
-
-def _plain(v: object) -> object:
-    if isinstance(v, float) and v != v:  # NaN -> null
-        return None
-    return v.item() if hasattr(v, "item") else v
+    return json.dumps(set_json(run, fs.name), indent=1, ensure_ascii=False).encode("utf-8")
 
 
 def add_to_set_widget(run: Path, latents: list[int], n_latents: int, key: str) -> None:
@@ -120,7 +104,7 @@ def render(store: FeatureStore, run: Path) -> None:
             st.rerun()
     c3.download_button(
         "Export JSON",
-        data=set_json_bytes(run, store, fs),
+        data=set_json_bytes(run, fs),
         file_name="feature-set.json",  # a fixed name: the set's name never becomes a path
         mime="application/json",
         key="sp_export",

@@ -123,3 +123,15 @@ def import_set(run: Any, path: str | Path, *, name: str | None = None, overwrite
         n = store.n_latents
     fs = FeatureSet(set_name, doc.get("description", ""), [int(f["index"]) for f in doc["features"]])
     return save_set(run, fs, n_latents=n)
+
+
+def set_json(run: Any, name: str) -> dict[str, Any]:  # noqa: ANN401
+    """The `json` export document of the saved feature set `name` of `run`, validated (used by the viewer)."""
+    from features.export.context import ExportContext
+    from features.selection import Selection, resolve
+
+    ctx = ExportContext.open(run)
+    ctx = ctx.with_selection(resolve(ctx.store.table, Selection.from_set(name), ctx.run))
+    doc = build(ctx)
+    validate(doc)
+    return doc

@@ -276,7 +276,9 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     geo = geometry(acts, dec, defn.geometry)
     lap("geometry")
     lcfg: LBLConfig = defn.labelability
-    scored = np.flatnonzero(sup.firing_count >= lcfg.min_test_pos)
+    # LBL only where C1 holds: below it there is too little support to estimate labelability, and the flag needs C1
+    # anyway. On real SAEs this skips the long tail of rare latents, LBL's largest cost.
+    scored = np.flatnonzero(sup.passes & (sup.firing_count >= lcfg.min_test_pos))
     lbl = run_lbl(
         acts, res.tokens, res.doc_ids, res.mask, scored, lcfg, job.seed, vocab, job.workers, job.progress
     )
@@ -291,7 +293,7 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     lf = lbl.to_frame().drop(columns=["decile_auroc"]).set_index("feature")
     lf = lf.reindex(np.arange(n_latents))
     lf["best_describer"] = lf["best_describer"].fillna("none")
-    lf["readable"] = lf["readable"].fillna("not scored (fires too rarely)")
+    lf["readable"] = lf["readable"].fillna("not scored (fails C1 support)")
     lf["n_test_pos"] = lf["n_test_pos"].fillna(0).astype(np.int64)
     table = pd.DataFrame(
         {

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from activations import format as fmt
-from tests.conftest import error_line, run_cli
+from conftest import error_line, run_cli
 
 SMALL = ["--context-size", "32", "--max-tokens", "300"]
 

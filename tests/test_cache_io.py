@@ -10,7 +10,7 @@ import torch
 
 from activations.cache import ActivationCache
 from activations.importer import import_cache
-from tests.conftest import run_cli
+from conftest import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

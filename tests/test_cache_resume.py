@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from activations import format as fmt
-from tests.conftest import PROSE, REPO, error_line, run_cli
+from conftest import PROSE, REPO, error_line, run_cli
 
 
 @pytest.fixture(scope="module")

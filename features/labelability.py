@@ -181,13 +181,25 @@ def labelability(
     seed: int = 0,
     *,
     vocab: list[str] | None = None,
+    progress: bool = True,
 ) -> LBLTable:
     """Score LBL-v1 for `latents` (columns of `acts` (T, F), T = n_seq * L) over the (n_seq, L) token grid.
 
     `mask` is True where a position is excluded (never a positive or a negative). Without `vocab`, tokens are
     named `#id` in the readable descriptions.
     """
-    return _run(acts, tokens, doc_ids, mask, latents, cfg or LBLConfig(), seed, vocab, shuffle=False)
+    return _run(
+        acts,
+        tokens,
+        doc_ids,
+        mask,
+        latents,
+        cfg or LBLConfig(),
+        seed,
+        vocab,
+        shuffle=False,
+        progress=progress,
+    )
 
 
 def shuffled_control(
@@ -221,6 +233,7 @@ def _run(
     vocab: list[str] | None,
     *,
     shuffle: bool,
+    progress: bool = True,
 ) -> LBLTable:
     if tokens.shape != doc_ids.shape or tokens.shape != mask.shape:
         raise ValueError(f"tokens {tokens.shape}, doc_ids {doc_ids.shape} and mask {mask.shape} must match")
@@ -235,7 +248,9 @@ def _run(
     tables = d.token_tables(sub, index.tokens, ~index.is_test, vocab_size)
 
     rows, windows = [], {}
-    for j, latent in enumerate(tqdm(latents, desc="labelability", unit="latent", disable=len(latents) < 50)):
+    for j, latent in enumerate(
+        tqdm(latents, desc="labelability", unit="latent", disable=not progress or len(latents) < 50)
+    ):
         lo, hi = sub.indptr[j], sub.indptr[j + 1]
         fire_idx, fire_val = sub.indices[lo:hi].astype(np.int64), sub.data[lo:hi]
         keep = index.valid[fire_idx] & (fire_val != 0)

@@ -15,13 +15,14 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from activations.cache import ActivationCache
 from activations.errors import UserError
@@ -137,13 +138,13 @@ def publish(tmp: Path, run: Path) -> Path:
 
 
 _LBL_ARGS: tuple = ()
+"""The big read-only inputs of an LBL fan-out, set in the parent just before forking so workers inherit them
+instead of receiving pickled copies (the pool is created and torn down inside `run_lbl`)."""
 
 
 def _lbl_part(latents: np.ndarray) -> LBLTable:
-    acts, tokens, doc_ids, mask, cfg, seed, vocab, progress = _LBL_ARGS
-    if not progress:
-        os.environ["TQDM_DISABLE"] = "1"  # this worker's bars (tqdm reads it per bar)
-    return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab)
+    acts, tokens, doc_ids, mask, cfg, seed, vocab = _LBL_ARGS
+    return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=False)
 
 
 def merge_tables(parts: list[LBLTable]) -> LBLTable:
@@ -185,27 +186,28 @@ def run_lbl(
     vocab,
     workers: int,
     progress: bool = True,
-) -> LBLTable:  # noqa: ANN001, E501
-    """LBL-v1 for `latents`, in `workers` forked processes (interleaved latent chunks) when there are enough."""
+) -> LBLTable:  # noqa: ANN001
+    """LBL-v1 for `latents`, in `workers` forked processes when there are enough latents.
+
+    Latents are dealt into interleaved chunks (a few per worker, so one progress bar in this process can count
+    them as they finish); LBL's results do not depend on the chunking (each latent has its own seeded generator).
+    """
     global _LBL_ARGS
     latents = np.asarray(latents, np.int64)
     if workers <= 1 or len(latents) < 32 or "fork" not in mp.get_all_start_methods():
-        from tqdm import tqdm as _tqdm  # noqa: F401 - bars honour TQDM_DISABLE at creation
-
-        old = os.environ.get("TQDM_DISABLE")
-        if not progress:
-            os.environ["TQDM_DISABLE"] = "1"
-        try:
-            return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab)
-        finally:
-            if old is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = old
-    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab, progress)
+        return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=progress)
+    n_chunks = workers * 4
+    chunks = [latents[i::n_chunks] for i in range(n_chunks) if len(latents[i::n_chunks])]
+    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab)
+    parts: list[LBLTable] = []
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            parts = list(ex.map(_lbl_part, [latents[i::workers] for i in range(workers)]))
+        with (
+            ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex,
+            tqdm(total=len(latents), desc="labelability", unit="latent", disable=not progress) as bar,
+        ):
+            for part in as_completed([ex.submit(_lbl_part, c) for c in chunks]):
+                parts.append(part.result())
+                bar.update(len(parts[-1].latents))
     finally:
         _LBL_ARGS = ()
     return merge_tables(parts)

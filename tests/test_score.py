@@ -45,8 +45,12 @@ def test_flags_match_planted_unlabelable(scored_run) -> None:  # noqa: F811
     assert precision >= 0.9 and recall >= 0.8, (precision, recall)
     token = kind == TOKEN
     assert token.sum() >= 12
-    assert (t.loc[token, "labelability"] >= 0.6).all()
     assert not t.loc[token, "flag"].any()
+    # LBL is measured where C1 holds (enough support to estimate it); a latent matched to a planted feature but
+    # barely firing (a near-dead twin of the latent that carries the feature) has none
+    supported = token & t["support_pass"].to_numpy()
+    assert supported.sum() >= 12
+    assert (t.loc[supported, "labelability"] >= 0.6).all()
 
 
 def test_shuffled_control_is_near_zero(scored_run) -> None:  # noqa: F811

@@ -58,10 +58,19 @@ def bench_caching(n_tokens: int, batch_size: int) -> None:
 
     def ours() -> None:
         with tempfile.TemporaryDirectory() as d:
-            w = CacheWriter.create(Path(d) / "c.h5", hooks=[hook], d_model=model.d_model, context_size=128,
-                                   dtype="float16", vocab=model.vocab(), model_id=model.model_id,
-                                   model_fingerprint="bench", corpus="default", corpus_fingerprint=packed.fingerprint,
-                                   settings={})
+            w = CacheWriter.create(
+                Path(d) / "c.h5",
+                hooks=[hook],
+                d_model=model.d_model,
+                context_size=128,
+                dtype="float16",
+                vocab=model.vocab(),
+                model_id=model.model_id,
+                model_fingerprint="bench",
+                corpus="default",
+                corpus_fingerprint=packed.fingerprint,
+                settings={},
+            )
             job = CacheJob(out=Path(d) / "c.h5", batch_size=batch_size)
             _fill(w, model, packed, [hook], job)
             w.finish()
@@ -82,15 +91,28 @@ def bench_caching(n_tokens: int, batch_size: int) -> None:
     print(f"  ratio ours / bare transformers forward: {best['bare_hf'] / best['ours']:.3f}")
 
 
-def make_random_cache(path: Path, n_tokens: int, d: int = 384, L: int = 128, chunk_bytes: int | None = None) -> Path:
+def make_random_cache(
+    path: Path, n_tokens: int, d: int = 384, L: int = 128, chunk_bytes: int | None = None
+) -> Path:
     from activations.writer import DEFAULT_CHUNK_BYTES, CacheWriter
 
     n_seq = n_tokens // L
     rng = np.random.default_rng(0)
-    w = CacheWriter.create(path, hooks=["blocks.3.hook_resid_post"], d_model=d, context_size=L, dtype="float16",
-                           vocab=[f"t{i}" for i in range(100)], model_id="bench", model_fingerprint="bench",
-                           corpus="bench", corpus_fingerprint="bench", settings={}, overwrite=True,
-                           chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES)
+    w = CacheWriter.create(
+        path,
+        hooks=["blocks.3.hook_resid_post"],
+        d_model=d,
+        context_size=L,
+        dtype="float16",
+        vocab=[f"t{i}" for i in range(100)],
+        model_id="bench",
+        model_fingerprint="bench",
+        corpus="bench",
+        corpus_fingerprint="bench",
+        settings={},
+        overwrite=True,
+        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES,
+    )
     block = rng.standard_normal((256, L, d)).astype(np.float16)
     mask = np.zeros((256, L), bool)
     mask[:, 0] = True
@@ -157,7 +179,9 @@ def bench_chunks(n_tokens: int) -> None:
             for s in starts:
                 ds[s : s + c_seq]
             rnd = cache.n_seq * 128 / (time.perf_counter() - t)
-            print(f"  {mib:5.2f} MiB chunks ({c_seq:3d} seqs): sequential {seq:9.0f} tok/s, random chunks {rnd:9.0f} tok/s")
+            print(
+                f"  {mib:5.2f} MiB chunks ({c_seq:3d} seqs): sequential {seq:9.0f} tok/s, random chunks {rnd:9.0f} tok/s"
+            )
             cache.close()
 
 

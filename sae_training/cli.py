@@ -57,7 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sparsity.add_argument("--l1", type=float, help="L1 coefficient (standard, gated)")
     sparsity.add_argument("--target-l0", type=float, help="target L0 (jumprelu)")
-    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds, one member each (default 0,1,2: the stability criterion needs an ensemble)")
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="comma-separated seeds, one member each (default 0,1,2: the stability criterion needs an ensemble)",
+    )
     p.add_argument("--tokens", type=int, help="training tokens per member")
     p.add_argument("--batch-size", type=int, help="tokens per step (default 4096)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3e-4)")

@@ -44,7 +44,9 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of small UTF-8 text files (one document each)."""
     d = tmp_path_factory.mktemp("corpus")
     for i in range(12):
-        (d / f"doc{i:02d}.txt").write_text(" ".join(PROSE[(i + j) % len(PROSE)] for j in range(3)), encoding="utf-8")
+        (d / f"doc{i:02d}.txt").write_text(
+            " ".join(PROSE[(i + j) % len(PROSE)] for j in range(3)), encoding="utf-8"
+        )
     return d
 
 

@@ -6,22 +6,26 @@ import shutil
 
 import h5py
 import numpy as np
+from conftest import error_line, run_cli
 
 from activations import format as fmt
-from conftest import error_line, run_cli
 
 SMALL = ["--context-size", "32", "--max-tokens", "300"]
 
 
 def test_missing_corpus(tmp_path):
-    line = error_line(run_cli("cache", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "c.h5")))
+    line = error_line(
+        run_cli("cache", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "c.h5"))
+    )
     assert "--corpus" in line and "nope.txt" in line
     assert not (tmp_path / "c.h5").exists()
 
 
 def test_corpus_without_tokens(tmp_path):
     (tmp_path / "empty.txt").write_text("   \n\n  ", encoding="utf-8")
-    line = error_line(run_cli("cache", "--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "c.h5")))
+    line = error_line(
+        run_cli("cache", "--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "c.h5"))
+    )
     assert "--corpus" in line and "no text" in line
 
 
@@ -41,15 +45,33 @@ def test_non_utf8_files_are_skipped_and_counted(tmp_path):
 
 
 def test_unknown_model_offline(tmp_path, corpus_dir):
-    line = error_line(run_cli("cache", "--model", "no-such-org/no-such-model", "--corpus", str(corpus_dir),
-                              "--out", str(tmp_path / "c.h5")))
+    line = error_line(
+        run_cli(
+            "cache",
+            "--model",
+            "no-such-org/no-such-model",
+            "--corpus",
+            str(corpus_dir),
+            "--out",
+            str(tmp_path / "c.h5"),
+        )
+    )
     assert "--model" in line and "no-such-org/no-such-model" in line
     assert not (tmp_path / "c.h5").exists()
 
 
 def test_unknown_hook_lists_valid_ones(tmp_path, corpus_dir):
-    line = error_line(run_cli("cache", "--hook", "blocks.9.hook_nope", "--corpus", str(corpus_dir),
-                              "--out", str(tmp_path / "c.h5")))
+    line = error_line(
+        run_cli(
+            "cache",
+            "--hook",
+            "blocks.9.hook_nope",
+            "--corpus",
+            str(corpus_dir),
+            "--out",
+            str(tmp_path / "c.h5"),
+        )
+    )
     assert "blocks.9.hook_nope" in line and "blocks.{0..5}.hook_resid_post" in line
 
 
@@ -125,8 +147,18 @@ def test_import_rejects_nan_and_bad_shapes(tmp_path):
     acts[1, 3, 2] = np.nan
     np.save(tmp_path / "t.npy", tokens)
     np.save(tmp_path / "a.npy", acts)
-    args = ["cache", "import", "--tokens", str(tmp_path / "t.npy"), "--acts", str(tmp_path / "a.npy"),
-            "--hook", "blocks.0.hook_resid_post", "--out", str(tmp_path / "c.h5")]
+    args = [
+        "cache",
+        "import",
+        "--tokens",
+        str(tmp_path / "t.npy"),
+        "--acts",
+        str(tmp_path / "a.npy"),
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "--out",
+        str(tmp_path / "c.h5"),
+    ]
     line = error_line(run_cli(*args))
     assert "--acts" in line and "non-finite" in line and "(1, 3, 2)" in line
     assert not (tmp_path / "c.h5").exists()

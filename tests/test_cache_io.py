@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import run_cli
 
 from activations.cache import ActivationCache
 from activations.importer import import_cache
-from conftest import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def make_import(tmp_path: Path, n_seq: int = 40, L: int = 16, d: int = 8) -> tuple[Path, np.ndarray, np.ndarray]:
+def make_import(
+    tmp_path: Path, n_seq: int = 40, L: int = 16, d: int = 8
+) -> tuple[Path, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50, size=(n_seq, L)).astype(np.int32)
     acts = rng.standard_normal((n_seq, L, d)).astype(np.float32)
@@ -27,8 +29,15 @@ def make_import(tmp_path: Path, n_seq: int = 40, L: int = 16, d: int = 8) -> tup
     np.save(tmp_path / "a.npy", acts)
     np.save(tmp_path / "m.npy", mask)
     (tmp_path / "v.json").write_text(json.dumps([f"w{i}" for i in range(50)]))
-    out = import_cache(tokens=tmp_path / "t.npy", acts=tmp_path / "a.npy", hook="blocks.0.hook_resid_post",
-                       out=tmp_path / "c.h5", mask=tmp_path / "m.npy", vocab=tmp_path / "v.json", dtype="float32")
+    out = import_cache(
+        tokens=tmp_path / "t.npy",
+        acts=tmp_path / "a.npy",
+        hook="blocks.0.hook_resid_post",
+        out=tmp_path / "c.h5",
+        mask=tmp_path / "m.npy",
+        vocab=tmp_path / "v.json",
+        dtype="float32",
+    )
     return out, tokens, acts
 
 
@@ -41,9 +50,22 @@ def test_import_round_trip_cli(tmp_path):
     save_file({"blocks.2.hook_resid_post": acts}, str(tmp_path / "a.safetensors"))
     np.save(tmp_path / "t.npy", tokens)
     np.save(tmp_path / "d.npy", np.array([0, 0, 1]))
-    r = run_cli("cache", "import", "--tokens", str(tmp_path / "t.npy"), "--acts", str(tmp_path / "a.safetensors"),
-                "--hook", "blocks.2.hook_resid_post", "--doc-ids", str(tmp_path / "d.npy"),
-                "--out", str(tmp_path / "c.h5"), "--dtype", "float32")
+    r = run_cli(
+        "cache",
+        "import",
+        "--tokens",
+        str(tmp_path / "t.npy"),
+        "--acts",
+        str(tmp_path / "a.safetensors"),
+        "--hook",
+        "blocks.2.hook_resid_post",
+        "--doc-ids",
+        str(tmp_path / "d.npy"),
+        "--out",
+        str(tmp_path / "c.h5"),
+        "--dtype",
+        "float32",
+    )
     assert r.returncode == 0, r.stderr
     assert "cache written" in r.stdout
     cache = ActivationCache.open(tmp_path / "c.h5")

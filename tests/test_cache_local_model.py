@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import PROSE, run_cli
 
 
@@ -23,11 +22,21 @@ def gpt2_dir(tmp_path_factory) -> Path:
     vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
+    )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=64, vocab_size=len(vocab),
-                                       bos_token_id=0, eos_token_id=0))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=3,
+            n_embd=32,
+            n_head=2,
+            n_positions=64,
+            vocab_size=len(vocab),
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     d = tmp_path_factory.mktemp("tiny-gpt2")
     model.save_pretrained(d)
     fast.save_pretrained(d)
@@ -50,8 +59,23 @@ def test_cache_local_causal_model_and_local_dataset(tmp_path, gpt2_dir, jsonl_da
     from activations.model import load_model
 
     out = tmp_path / "gpt2.h5"
-    r = run_cli("cache", "--model", str(gpt2_dir), "--corpus", f"hf:{jsonl_dataset}", "--text-field", "body",
-                "--hook", "blocks.1.hook_resid_post", "--context-size", "16", "--dtype", "float32", "--out", str(out))
+    r = run_cli(
+        "cache",
+        "--model",
+        str(gpt2_dir),
+        "--corpus",
+        f"hf:{jsonl_dataset}",
+        "--text-field",
+        "body",
+        "--hook",
+        "blocks.1.hook_resid_post",
+        "--context-size",
+        "16",
+        "--dtype",
+        "float32",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cache = ActivationCache.open(out)
     assert cache.meta.model_id == str(gpt2_dir)
@@ -67,5 +91,9 @@ def test_cache_local_causal_model_and_local_dataset(tmp_path, gpt2_dir, jsonl_da
     # blocks.1.hook_resid_post is the output of the second block: hidden_states[2] (the last layer's
     # hidden_states[-1] has ln_f applied in GPT-2, so compare the untouched middle of the stack)
     keep = attn.numpy().astype(bool)
-    np.testing.assert_allclose(cache.read_acts("blocks.1.hook_resid_post", 0, cache.n_seq)[keep],
-                               hidden[2].numpy()[keep], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        cache.read_acts("blocks.1.hook_resid_post", 0, cache.n_seq)[keep],
+        hidden[2].numpy()[keep],
+        atol=1e-4,
+        rtol=1e-4,
+    )

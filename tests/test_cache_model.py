@@ -28,14 +28,20 @@ def test_activations_equal_transformers_hidden_states(small_cache):
 def test_float16_cache_matches_to_half_precision(tmp_path, corpus_dir):
     from activations.build import CacheJob, build_cache
 
-    out = build_cache(CacheJob(out=tmp_path / "h.h5", corpus=str(corpus_dir), context_size=32, max_tokens=200))
+    out = build_cache(
+        CacheJob(out=tmp_path / "h.h5", corpus=str(corpus_dir), context_size=32, max_tokens=200)
+    )
     cache = ActivationCache.open(out)
     assert cache.activations("blocks.3.hook_resid_post").dtype == np.float16
     model = AutoModel.from_pretrained(str(embedded_model_dir()))
     tokens = torch.from_numpy(cache.tokens.astype(np.int64))
     attention = torch.from_numpy((cache.doc_ids >= 0).astype(np.int64))
     with torch.no_grad():
-        theirs = model(input_ids=tokens, attention_mask=attention, output_hidden_states=True).hidden_states[4].numpy()
+        theirs = (
+            model(input_ids=tokens, attention_mask=attention, output_hidden_states=True)
+            .hidden_states[4]
+            .numpy()
+        )
     ours = cache.read_acts("blocks.3.hook_resid_post", 0, cache.n_seq)
     keep = attention.numpy().astype(bool)
     # float16 has an 11-bit significand: relative error <= 2^-11 of the value
@@ -78,8 +84,18 @@ def test_encoder_downstream_effect_is_embedding_cosine(tmp_path, small_cache):
     from sae_training.config import TrainConfig
     from sae_training.trainer import train
 
-    cfg = TrainConfig(seeds=(0,), width=96, k=8, tokens=4096, batch_size=256, checkpoint_every=0, eval_fraction=0.2,
-                      downstream_seqs=4, norm_sample_tokens=1024, eval_tokens=2048)
+    cfg = TrainConfig(
+        seeds=(0,),
+        width=96,
+        k=8,
+        tokens=4096,
+        batch_size=256,
+        checkpoint_every=0,
+        eval_fraction=0.2,
+        downstream_seqs=4,
+        norm_sample_tokens=1024,
+        eval_tokens=2048,
+    )
     run = train(cfg, small_cache, tmp_path / "run", hook="blocks.1.hook_resid_post", progress=False)
     down = json.loads((run / "run.json").read_text())["metrics"]["per_seed"]["0"]["downstream"]
     assert set(down) >= {"embedding_cosine"} and "ce_recovered" not in down

@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import PROSE, REPO, error_line, run_cli
 
 from activations import format as fmt
-from conftest import PROSE, REPO, error_line, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, long_corpus, referen
     killed_partial = False
     for _attempt in range(4):
         out.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-c", "from features.cli import entry; entry()", *cache_args(long_corpus, out)], cwd=REPO,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from features.cli import entry; entry()", *cache_args(long_corpus, out)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while not out.exists() and proc.poll() is None:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.1, 1.0))
@@ -90,8 +95,22 @@ def test_resume_with_changed_settings_is_refused(tmp_path, long_corpus, referenc
         f.attrs[fmt.A_COMPLETE] = False
         f.attrs[fmt.A_SEQS_WRITTEN] = 10
     before = out.read_bytes()
-    r = run_cli("cache", "--corpus", str(long_corpus), "--out", str(out), "--context-size", "32",
-                "--batch-size", "2", "--max-tokens", "5000", "--dtype", "float32", "--resume")
+    r = run_cli(
+        "cache",
+        "--corpus",
+        str(long_corpus),
+        "--out",
+        str(out),
+        "--context-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-tokens",
+        "5000",
+        "--dtype",
+        "float32",
+        "--resume",
+    )
     line = error_line(r)
     assert "dtype" in line and "float16" in line
     assert out.read_bytes() == before
@@ -108,8 +127,15 @@ def test_disk_full_leaves_a_resumable_cache(tmp_path, long_corpus, reference):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", "from features.cli import entry; entry()", *cache_args(long_corpus, out)], cwd=REPO, env=env,
-                       capture_output=True, text=True, preexec_fn=small_disk, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", "from features.cli import entry; entry()", *cache_args(long_corpus, out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=300,
+    )
     assert "--resume" in error_line(r)
     # the file may now claim more bytes than the disk took; resuming repairs that and continues
     r = run_cli(*cache_args(long_corpus, out, "--resume"))

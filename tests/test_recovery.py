@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scored_run import SYNTH
 
 from activations.synth import generate_synthetic
 from sae_training.config import TrainConfig
 from sae_training.recovery import recovery
 from sae_training.run import load_member, load_run
 from sae_training.trainer import train
-from scored_run import SYNTH
 
 torch.set_num_threads(1)
 
@@ -20,8 +20,16 @@ def test_topk_ensemble_at_planted_l0_recovers_planted_directions(tmp_path):
     truth = generate_synthetic(tmp_path / "synth.h5", SYNTH)  # 46 planted directions in 32 dimensions
     k = round(truth.planted_l0)
     assert k == 2
-    cfg = TrainConfig(seeds=(0, 1, 2), width=64, k=k, tokens=2_400_000, batch_size=1024, lr=3e-3,
-                      downstream_seqs=0, checkpoint_every=0)
+    cfg = TrainConfig(
+        seeds=(0, 1, 2),
+        width=64,
+        k=k,
+        tokens=2_400_000,
+        batch_size=1024,
+        lr=3e-3,
+        downstream_seqs=0,
+        checkpoint_every=0,
+    )
     run = train(cfg, tmp_path / "synth.h5", tmp_path / "run", progress=False)
     assert sorted(load_run(run).members) == [0, 1, 2]
     decoders = {s: load_member(run, s).W_dec.detach().numpy() for s in (0, 1, 2)}

@@ -30,7 +30,9 @@ def run_hypothesis(store: FeatureStore, latent: int, kind: str, text: str, bag: 
     h = parse_hypothesis(kind, text, vocab=store.vocab)
     test = store.test_windows(latent)
     if len(test.label) == 0:
-        raise ValueError(f"latent {latent}: no held-out windows (it fails C1 support, so labelability was not scored)")
+        raise ValueError(
+            f"latent {latent}: no held-out windows (it fails C1 support, so labelability was not scored)"
+        )
     return score_hypothesis(h, test.tokens, test.label, store.vocab, bag=bag, timeout_s=TIMEOUT_S)
 
 

@@ -145,7 +145,7 @@ def test_flagged_feature_label_and_export_in_chromium(scored_run, tmp_path):  # 
         doc = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
         b.close()
     assert doc["name"] == "from the browser"
-    assert [f["feature"] if isinstance(f, dict) else f for f in doc["features"]] == [latent]
+    assert [f["index"] for f in doc["features"]] == [latent]  # the `json` export format
     tried = [json.loads(x) for x in (run / "features" / "labels.jsonl").read_text().splitlines()]
     assert [(t["latent"], t["text"]) for t in tried] == [(latent, "tok2, tok3")]
 

@@ -10,7 +10,7 @@ A finished stage is not redone (a complete cache, a complete run, a published st
 (the cache and the training from their last flushed rows / checkpoint) or, for the score, restarts cleanly.
 Settings come from the embedded defaults below, overridden by a TOML file with `[cache]`, `[train]` and `[score]`
 tables (keys as in `CacheJob`, `TrainConfig`, and `max_tokens`, `workers`, `seed`, `definition` for the score).
-The defaults are sized for about 10 minutes on 2 CPU cores (see benchmarks/RESULTS_scoring.md).
+The defaults take about 7.5 minutes on 2 CPU cores (measured: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

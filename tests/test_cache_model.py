@@ -100,3 +100,32 @@ def test_encoder_downstream_effect_is_embedding_cosine(tmp_path, small_cache):
     down = json.loads((run / "run.json").read_text())["metrics"]["per_seed"]["0"]["downstream"]
     assert set(down) >= {"embedding_cosine"} and "ce_recovered" not in down
     assert 0.0 < down["embedding_cosine"] < 1.0
+
+
+def test_random_init_copy_is_reproducible_and_different():
+    """`random-init:MODEL` (the labelability control) has the model's shape but fresh, seeded weights."""
+    from activations.model import capture, load_model
+
+    trained, rnd, again = load_model("default"), load_model("random-init:default"), load_model("random-init:default")
+    assert rnd.model_id == "random-init:sentence-transformers/all-MiniLM-L6-v2"
+    assert rnd.fingerprint() == again.fingerprint() != trained.fingerprint()
+    assert rnd.vocab() == trained.vocab() and rnd.d_model == trained.d_model
+    x = torch.randint(1000, 3000, (2, 12))
+    m = torch.ones_like(x)
+    a = capture(trained, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
+    b = capture(rnd, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
+    c = capture(again, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
+    assert torch.equal(b, c) and not torch.allclose(a, b, atol=1e-2)
+
+
+def test_control_config_swaps_only_the_model():
+    from features.pipeline import control_config, load_config
+
+    cfg = load_config(None)
+    ctl = control_config(cfg)
+    assert ctl["cache"]["model"] == "random-init:default"
+    assert {k: v for k, v in ctl["cache"].items() if k != "model"} == {
+        k: v for k, v in cfg["cache"].items() if k != "model"
+    }
+    assert ctl["train"] == cfg["train"] and ctl["score"] == cfg["score"]
+    assert cfg["cache"]["model"] == "default"  # the caller's config is left alone

@@ -118,6 +118,26 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train one SAE per seed of cfg on a cache's hook; returns the run folder (see run.py for its layout)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    try:
+        return _train(cfg, cache_path, out, hook=hook, resume=resume, overwrite=overwrite,
+                      allow_partial=allow_partial, progress=progress)  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    cfg: TrainConfig,
+    cache_path: str | Path,
+    out: str | Path,
+    *,
+    hook: str | None,
+    resume: bool,
+    overwrite: bool,
+    allow_partial: bool,
+    progress: bool,
+) -> Path:
     out = Path(out)
     with ActivationCache.open(cache_path, allow_partial=allow_partial) as cache:
         hook = cache.check_hook(hook)

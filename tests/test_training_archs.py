@@ -37,8 +37,18 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]
 def test_architecture_trains_and_round_trips_through_sae_lens(arch, planted, tmp_path):
     from activations.cache import ActivationCache
 
-    cfg = TrainConfig(arch=arch, width=64, tokens=40_000, batch_size=256, lr=3e-3, seeds=(0,), eval_fraction=0.1,
-                      checkpoint_every=0, downstream_seqs=0, **ARCHS[arch])
+    cfg = TrainConfig(
+        arch=arch,
+        width=64,
+        tokens=40_000,
+        batch_size=256,
+        lr=3e-3,
+        seeds=(0,),
+        eval_fraction=0.1,
+        checkpoint_every=0,
+        downstream_seqs=0,
+        **ARCHS[arch],
+    )
     out = train(cfg, planted[0], tmp_path / "run", progress=False)
     run = load_run(out)
     a, b = run.info["split"]["eval_seqs"]
@@ -55,3 +65,21 @@ def test_architecture_trains_and_round_trips_through_sae_lens(arch, planted, tmp
     # it learned something: far better than predicting the mean, and sparse
     assert got["explained_variance"] > 0.5, got
     assert 0 < got["l0"] < 32, got
+
+
+def test_training_is_bit_reproducible_with_two_threads(planted, tmp_path):
+    """Same seed, same cache, 2 threads: identical weights (the deterministic default)."""
+    from safetensors.numpy import load_file
+
+    torch.set_num_threads(2)
+    try:
+        # at this size, deterministic=False differs between two runs by ~1e-7 (checked when this test was written)
+        cfg = TrainConfig(
+            width=512, k=16, tokens=60_000, batch_size=2048, seeds=(0,), checkpoint_every=0, downstream_seqs=0
+        )
+        runs = [train(cfg, planted[0], tmp_path / f"r{i}", progress=False) for i in range(2)]
+    finally:
+        torch.set_num_threads(1)
+    a, b = (load_file(r / "seed-0" / "sae_weights.safetensors") for r in runs)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -148,12 +148,17 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     batches = planted_batches(args.steps + 1)
     held = batches.pop()
-    for arch in ("topk", "standard"):
-        r = compare(arch, args.steps, batches, held)
-        print(
-            f"{arch:9s} ours {r['ours_tok_s']:9.0f} tok/s  sae-lens {r['saelens_tok_s']:9.0f} tok/s  "  # noqa: T201
-            f"speedup {r['speedup']:.2f}x  EV ours {r['ev_ours']:.4f} sae-lens {r['ev_saelens']:.4f}"
-        )
+    # both trainers under the same torch mode: deterministic (our default, bit-reproducible) and not
+    for deterministic in (True, False):
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        for arch in ("topk", "standard"):
+            r = compare(arch, args.steps, batches, held)
+            print(
+                f"deterministic={deterministic!s:5s} {arch:9s} ours {r['ours_tok_s']:9.0f} tok/s  "  # noqa: T201
+                f"sae-lens {r['saelens_tok_s']:9.0f} tok/s  speedup {r['speedup']:.2f}x  "
+                f"EV ours {r['ev_ours']:.4f} sae-lens {r['ev_saelens']:.4f}"
+            )
+    torch.use_deterministic_algorithms(False)
     e = ensemble_cost(args.ensemble_tokens)
     print(
         f"ensemble 3 seeds: one command {e['one_command_s']:.1f} s, three commands {e['three_commands_s']:.1f} s, "  # noqa: T201

@@ -112,8 +112,12 @@ class StabilityConfig(_Validated):
 class FunctionConfig(_Validated):
     """C3 function: removing the latent raises reconstruction error more than a random direction would."""
 
-    mode: str = _choice("offline", "offline")
-    """offline: reconstruction error against a random-direction null (a model-based ablation mode is reserved)."""
+    mode: str = _choice("offline", "offline", "model", "both")
+    """Which test decides C3. offline: reconstruction error against a random-direction null; model: the latent's
+    attribution effect on the model's output against the same kind of null (needs the model the cache came from);
+    both: both must pass. The model effect is computed and stored whenever the model can be loaded."""
+    model_seqs: int = _int(64, 1, 100_000)
+    """Cached sequences used for the model-based effect (one forward and backward pass over them)."""
     n_null: int = _int(32, 2, 10_000)
     """Random unit directions in the null."""
     null_quantile: float = _num(0.95, 0.0, 1.0, lo_open=True, hi_open=True)

@@ -251,6 +251,44 @@ def score(job: ScoreJob) -> ScoreResult:
     return ScoreResult(folder, summary, table)
 
 
+def model_effect(res, inputs: Inputs, defn: Definition):  # noqa: ANN001, ANN201
+    """C3 with the model (criteria/function_model.py) on the first `model_seqs` scored sequences, or None when the
+    cache was not made from a model that loads here (required only when the definition's C3 mode uses it)."""
+    from activations.model import load_model
+    from features.criteria.function_model import model_function, output_gradients
+
+    fcfg = defn.function
+    with ActivationCache.open(inputs.cache_path) as cache:
+        source, model_id = cache.meta.source, cache.meta.model_id
+    why = None
+    if source != "model":
+        why = f"the cache was not made from a model (source: {source})"
+    else:
+        try:
+            model = load_model(model_id)
+        except UserError as err:
+            why = str(err)
+    if why is not None:
+        if fcfg.mode != "offline":
+            raise UserError(f"[function] mode = {fcfg.mode!r} needs the model, but {why}")
+        log.info("C3 with the model skipped: %s", why)
+        return None
+    n = min(fcfg.model_seqs, res.n_seq)
+    L = res.tokens.shape[1]
+    grads, metric = output_gradients(model, inputs.hook, res.tokens[:n], res.doc_ids[:n] >= 0)
+    dec = inputs.ref.W_dec.detach().float().numpy()
+    return model_function(res.acts_csc[: n * L].tocsr(), grads.reshape(n * L, -1), dec, n_null=fcfg.n_null,
+                          quantile=fcfg.null_quantile, seed=fcfg.seed, metric=metric)  # fmt: skip
+
+
+def combine_function(offline: np.ndarray, mfun, defn: Definition) -> np.ndarray:  # noqa: ANN001
+    """C3's verdict under the definition's mode (offline / model / both)."""
+    mode = defn.function.mode
+    if mode == "offline":
+        return offline
+    return mfun.passes if mode == "model" else offline & mfun.passes
+
+
 def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab: list[str], lap):  # noqa: ANN001, ANN201
     """C1-C6 and LBL on the pass's codes: the per-latent table (before the flag), SAE-level extras, the LBL table."""
     acts = res.acts_csc
@@ -266,6 +304,8 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
     lap("support")
     finish_function(res.function, acts, partner)
     fres = res.function.result(defn.function)
+    mfun = model_effect(res, inputs, defn)
+    function_pass = combine_function(fres.passes, mfun, defn)
     md = mdl(acts, fres.delta_sse, fres.sse_total, res.function.W_dec.shape[1], defn.mdl, partner)
     lap("function_mdl")
     others = [
@@ -311,7 +351,9 @@ def criteria_and_lbl(res, inputs: Inputs, defn: Definition, job: ScoreJob, vocab
             "stability_pass": stab.passes,
             "delta_sse": fres.delta_sse,
             "null_q95": fres.null_q,
-            "function_pass": fres.passes,
+            "function_model": mfun.effect if mfun else np.full(n_latents, np.nan),
+            "function_model_null_q": mfun.null_q if mfun else np.full(n_latents, np.nan),
+            "function_pass": function_pass,
             "dl_bits": md.description_bits,
             "bits_saved": md.bits_saved,
             "mdl_pass": md.passes,
@@ -354,6 +396,7 @@ def build_summary(
         "lbl_scored": int(scored.sum()),
         "lbl_mean": float(table.loc[scored, "labelability"].mean()) if scored.any() else None,
         "shuffled_control_lbl": extra["control"],
+        "function_model_pass": int((table["function_model"] > table["function_model_null_q"]).sum()),
         "antipodal_pairs": int((extra["partner"] >= 0).sum() // 2),
         "pw_mcc": stab.pw_mcc,
         "pw_mcc_std": stab.pw_mcc_std,

@@ -33,6 +33,7 @@ def criteria_rows(row: pd.Series, defn: Any) -> pd.DataFrame:  # noqa: ANN401 - 
         ("C2 stability", "fraction of other seeds matched", g("stability"), "≥", stab.min_stability, "stability_pass"),
         ("C2 stability", "mean matched cosine", g("match_cos"), "≥ (per seed)", stab.tau, "stability_pass"),
         ("C3 function", "Δ squared error when removed", g("delta_sse"), ">", g("null_q95"), "function_pass"),
+        ("C3 function (model)", "effect on the output (attribution)", g("function_model"), ">", g("function_model_null_q"), None),
         ("C4 description length", "bits saved", g("bits_saved"), "≥", g("dl_bits"), "mdl_pass"),
         ("C5 atomicity (tag)", "max decoder cos to another", g("max_cos_other"), "tag duplicate if ≥", at.duplicate_cos, "duplicate"),
         ("C5 atomicity (tag)", "meta-SAE reconstruction cos", g("meta_recon_cos"), "tag composite if ≥", at.metasae_recon_cos, "composite"),

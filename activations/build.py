@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +141,3 @@ def _fill(writer: CacheWriter, model, packed, hooks: list[str], job: CacheJob) -
             )
             bar.update((b - a) * L)
     log.debug("cached %d sequences in %.1f s", n_seq - start, time.perf_counter() - t0)
-
-
-def job_settings(job: CacheJob) -> dict:
-    """The job as a plain dict (for logs and run records)."""
-    d = asdict(job)
-    d["out"] = str(job.out)
-    return d

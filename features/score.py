@@ -11,18 +11,15 @@ starts again; an existing store is replaced only with `overwrite`.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from activations.cache import ActivationCache
 from activations.errors import UserError
@@ -35,7 +32,8 @@ from features.criteria.stability import stability
 from features.criteria.support import antipodal_pairs, support, with_pairs
 from features.definition import Definition, definition_to_toml, load_definition
 from features.flags import apply_flags, summarize
-from features.labelability import LBLConfig, LBLTable, labelability, shuffled_control
+from features.labelability import LBLConfig, shuffled_control
+from features.lbl_parallel import run_lbl
 from features.sae_inputs import Inputs, resolve_inputs
 from features.streaming import finish_function, stream
 
@@ -135,82 +133,6 @@ def publish(tmp: Path, run: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return final
-
-
-_LBL_ARGS: tuple = ()
-"""The big read-only inputs of an LBL fan-out, set in the parent just before forking so workers inherit them
-instead of receiving pickled copies (the pool is created and torn down inside `run_lbl`)."""
-
-
-def _lbl_part(latents: np.ndarray) -> LBLTable:
-    acts, tokens, doc_ids, mask, cfg, seed, vocab = _LBL_ARGS
-    return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=False)
-
-
-def merge_tables(parts: list[LBLTable]) -> LBLTable:
-    """One LBLTable from tables over disjoint latent sets, ordered by latent."""
-    lat = np.concatenate([p.latents for p in parts])
-    order = np.argsort(lat, kind="stable")
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(p, name)) for p in parts])[order]
-
-    readable = [r for p in parts for r in p.readable]
-    windows = {k: v for p in parts for k, v in p.test_windows.items()}
-    return LBLTable(
-        latents=lat[order],
-        labelability=cat("labelability"),
-        labelability_hi=cat("labelability_hi"),
-        best_describer=cat("best_describer"),
-        auroc_token=cat("auroc_token"),
-        auroc_rule=cat("auroc_rule"),
-        auroc_semantic=cat("auroc_semantic"),
-        decile_auroc=cat("decile_auroc"),
-        n_test_pos=cat("n_test_pos"),
-        readable=[readable[i] for i in order],
-        spearman=cat("spearman"),
-        seed=parts[0].seed,
-        config=parts[0].config,
-        test_windows=windows,
-    )
-
-
-def run_lbl(
-    acts,
-    tokens,
-    doc_ids,
-    mask,
-    latents,
-    cfg: LBLConfig,
-    seed: int,
-    vocab,
-    workers: int,
-    progress: bool = True,
-) -> LBLTable:  # noqa: ANN001
-    """LBL-v1 for `latents`, in `workers` forked processes when there are enough latents.
-
-    Latents are dealt into interleaved chunks (a few per worker, so one progress bar in this process can count
-    them as they finish); LBL's results do not depend on the chunking (each latent has its own seeded generator).
-    """
-    global _LBL_ARGS
-    latents = np.asarray(latents, np.int64)
-    if workers <= 1 or len(latents) < 32 or "fork" not in mp.get_all_start_methods():
-        return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=progress)
-    n_chunks = workers * 4
-    chunks = [latents[i::n_chunks] for i in range(n_chunks) if len(latents[i::n_chunks])]
-    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab)
-    parts: list[LBLTable] = []
-    try:
-        with (
-            ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex,
-            tqdm(total=len(latents), desc="labelability", unit="latent", disable=not progress) as bar,
-        ):
-            for part in as_completed([ex.submit(_lbl_part, c) for c in chunks]):
-                parts.append(part.result())
-                bar.update(len(parts[-1].latents))
-    finally:
-        _LBL_ARGS = ()
-    return merge_tables(parts)
 
 
 def score(job: ScoreJob) -> ScoreResult:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from activations.errors import UserError
@@ -129,8 +128,3 @@ def _create(run: Path, store: FeatureStore, name: str, desc: str, ids: str) -> N
         st.error(f"feature set: {err}")
         return
     st.success(f"set {fs.name!r} created with {len(fs.features)} latents")
-
-
-def table_of(store: FeatureStore, fs: fsets.FeatureSet) -> pd.DataFrame:
-    """The store rows of a set's latents, in the set's order."""
-    return store.table.set_index("feature").reindex(fs.features).reset_index()

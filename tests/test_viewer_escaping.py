@@ -115,7 +115,7 @@ def _fresh_caches():
 def hostile_run(tmp_path: Path) -> Path:
     """A random store whose folder name, vocabulary, readable forms and feature set hold Markdown, HTML and URLs."""
     # `http:/host/x` is what a folder path can hold (no `//`), and browsers read it as http://host/x
-    run = tmp_path / "![p](http:" / "127.0.0.1:9" / "dir.png) `x` <b>$y$</b>"
+    run = tmp_path / "a`b" / "![p](http:" / "127.0.0.1:9" / "dir.png) <b>$y$</b>"
     build_random_store(run, 24, vocab=[*HOSTILE, *WORDS])
     sets = {
         "format": "xenofeat.feature-sets",

@@ -33,10 +33,15 @@ PNG = bytes.fromhex(  # a 1x1 transparent PNG, so a fetched image would load and
 
 @contextmanager
 def listener() -> Iterator[tuple[int, list[str]]]:
-    """A loopback HTTP server on a free port that records the path of every request; yields (port, paths)."""
+    """A loopback HTTP server on a free port that records every connection and the path of every request (a TLS
+    handshake, from an https: URL, is a connection without a path); yields (port, records)."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            seen.append("connection")
+            super().setup()
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             seen.append(self.path)
             self.send_response(200)
@@ -76,8 +81,9 @@ def hostile_strings(port: int) -> dict[str, str]:
 
 def build_run(root: Path, port: int) -> tuple[Path, dict[str, str]]:
     h = hostile_strings(port)
-    # A folder path holds no `//`, but browsers read `http:/host/x` as http://host/x.
-    run = root / "![p](http:" / f"127.0.0.1:{port}" / "run-folder.png) `x` <b>$y$</b>"
+    # A backtick ends the sidebar's code span before the image; a folder path holds no `//`, but on an http: page
+    # browsers read `https:/host/x` as https://host/x.
+    run = root / "a`b" / "![p](https:" / f"127.0.0.1:{port}" / "run-folder.png) <b>$y$</b>"
     build_random_store(run, 24, vocab=[h["image"], h["ticks"], h["tag"], h["script"], h["latex"], *WORDS])
     sets = {
         "format": "xenofeat.feature-sets",

@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script by streamlit: make the reposito
 
 from activations.errors import UserError  # noqa: E402
 from viewer import data, feature_page, nav, overview, sets_panel, table  # noqa: E402
+from viewer.render import md_code, md_text  # noqa: E402
 
 st.set_page_config(page_title="xenofeat viewer", layout="wide")
 
@@ -26,11 +27,11 @@ def main() -> None:
         run = data.current_run()
         store = data.load_store(run)
     except UserError as err:
-        st.error(f"xenofeat: {err}")
+        st.error(f"xenofeat: {md_text(err)}")
         st.stop()
     nav.init_from_url(store.n_latents)
     with st.sidebar:
-        st.markdown(f"**xenofeat** · `{run}`")
+        st.markdown(f"**xenofeat** · {md_code(run)}")
         st.radio("Page", nav.PAGES, key=nav.PAGE_KEY)
         st.caption(f"{store.n_latents} latents · {int(store.table['flag'].sum())} flagged")
     page = st.session_state[nav.PAGE_KEY]

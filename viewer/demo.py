@@ -8,6 +8,7 @@ held-out LBL windows are centred on grid positions. Nothing here is a real resul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,16 @@ def build_random_store(
     n_nearest: int = 8,
     seeds: tuple[int, ...] = (0, 1, 2),
     seed: int = 0,
+    vocab: Sequence[str] | None = None,
 ) -> Path:
-    """Write a random but well-formed feature store into `run_dir/features/`; returns that folder."""
+    """Write a random but well-formed feature store into `run_dir/features/`; returns that folder.
+
+    `vocab` replaces the generated vocabulary (its length is the vocabulary size) and then also fills the readable
+    forms, as a real describer names tokens: for tests of how the viewer shows strings it does not control.
+    """
+    named = list(vocab) if vocab is not None else WORDS  # the words readable forms are made of
+    vocab = list(vocab) if vocab is not None else random_vocab(vocab_size)
+    vocab_size = len(vocab)
     rng = np.random.default_rng(seed)
     defn = Definition()
     folder = Path(run_dir) / st.FEATURES_DIR
@@ -138,7 +147,7 @@ def build_random_store(
             "auroc_rule": (1 + lbl) / 2 - 0.01,
             "auroc_semantic": (1 + lbl) / 2 - 0.02,
             "n_test_pos": np.full(F, n_test // 2, np.int64),
-            "readable": [f"cur in {{{WORDS[i % len(WORDS)]}}}" for i in range(F)],
+            "readable": [f"cur in {{{named[i % len(named)]}}}" for i in range(F)],
             "spearman": rng.random(F),
             "duplicate": rng.random(F) < 0.05,
             "composite": rng.random(F) < 0.05,
@@ -185,7 +194,7 @@ def build_random_store(
     data["matches/cos"] = rng.random((len(seeds) - 1, F)).astype(np.float32)
     data["downstream/embedding_shift"] = rng.random(F).astype(np.float32)  # an encoder's recorded effect
     data["grid/tokens"], data["grid/mask"], data["grid/doc_ids"] = grid, mask, doc_ids
-    data["vocab"] = random_vocab(vocab_size)
+    data["vocab"] = vocab
     attrs = {
         "n_latents": F,
         "context_size": seq_len,

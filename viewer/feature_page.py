@@ -15,7 +15,7 @@ import streamlit as st
 
 from features.store import FeatureStore
 from viewer import data, label_panel, nav, sets_panel
-from viewer.render import windows_html
+from viewer.render import md_code, md_text, windows_html
 
 DESCRIBERS = ("token", "rule", "semantic")
 
@@ -67,7 +67,7 @@ def _num(v: float) -> str:
 def _picker(store: FeatureStore) -> int | None:
     """The latent input (validated) and prev/next buttons; returns the latent to show."""
     if msg := st.session_state.get(nav.URL_ERROR_KEY):
-        st.error(msg)
+        st.error(md_text(msg))
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text_input(
         "latent",
@@ -77,7 +77,7 @@ def _picker(store: FeatureStore) -> int | None:
         args=(store.n_latents,),
     )
     if msg := st.session_state.get("fp_goto_err"):
-        st.error(msg)
+        st.error(md_text(msg))
     cur = nav.current_latent()
     if cur is not None:
         c2.button("◀ previous", disabled=cur <= 0, key="fp_prev", on_click=nav.open_latent, args=(cur - 1,))
@@ -111,7 +111,7 @@ def render(store: FeatureStore, run: Path) -> None:
     st.header(f"Latent {latent} · {verdict}")
     st.caption(
         f"density {row['density']:.3e} · {int(row['firing_count']):,} firing tokens in {int(row['n_docs']):,} "
-        f"documents · best describer: {row['best_describer']} · LBL {row['labelability']:.3f}"
+        f"documents · best describer: {md_text(row['best_describer'])} · LBL {row['labelability']:.3f}"
         if not math.isnan(row["labelability"])
         else f"density {row['density']:.3e} · not scored by LBL"
     )
@@ -141,7 +141,7 @@ def render(store: FeatureStore, run: Path) -> None:
             }
         )
         st.dataframe(desc, hide_index=True, width="stretch")
-        st.markdown(f"**Best describer's readable form:** `{row.get('readable', '–')}`")
+        st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
     with c2:
         dec = pd.DataFrame({"decile": np.arange(1, 11), "AUROC": ex.decile_auroc.astype(float)})
         st.altair_chart(

@@ -15,6 +15,7 @@ from activations.errors import UserError
 from features.label_tester import HypothesisScore, parse_hypothesis, score_hypothesis
 from features.labels import append_attempt, read_attempts
 from features.store import FeatureStore
+from viewer.render import md_code, md_text
 
 TIMEOUT_S = 2.0  # bound on one regex hypothesis over all held-out windows
 HELP = {
@@ -57,22 +58,24 @@ def render(store: FeatureStore, run: Path, latent: int) -> None:
         try:
             sc = run_hypothesis(store, latent, kind, text, bag)
         except ValueError as err:
-            st.error(f"label tester: {err}")
+            st.error(f"label tester: {md_text(err)}")
         else:
             try:
                 append_attempt(run, latent, who, kind, text, sc)
             except (UserError, OSError) as err:
-                st.error(f"label tester: scored, but not saved: {err}")
+                st.error(f"label tester: scored, but not saved: {md_text(err)}")
             st.session_state[f"lt_last_{latent}"] = (kind, text, sc)
     last = st.session_state.get(f"lt_last_{latent}")
     if last:
         kind, text, sc = last
-        st.markdown(f"**{kind}** `{text}` on {sc.n_pos} firing and {sc.n_neg} non-firing held-out windows")
+        st.markdown(
+            f"**{md_text(kind)}** {md_code(text)} on {sc.n_pos} firing and {sc.n_neg} non-firing held-out windows"
+        )
         c = st.columns(4)
         c[0].metric("precision", _fmt(sc.precision))
         c[1].metric("recall", _fmt(sc.recall))
         c[2].metric("AUROC (yours)", _fmt(sc.auroc))
-        c[3].metric(f"AUROC ({best} describer)", _fmt(float(best_auroc)))
+        c[3].metric(f"AUROC ({md_text(best)} describer)", _fmt(float(best_auroc)))
     attempts = read_attempts(run, latent)
     if attempts:
         st.markdown(f"**Labels tried on latent {latent}** ({len(attempts)})")

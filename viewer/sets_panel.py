@@ -13,6 +13,7 @@ from activations.errors import UserError
 from features import sets as fsets
 from features.store import FeatureStore
 from viewer import nav
+from viewer.render import md_text
 
 NEW = "➕ new set…"
 SET_COLUMNS = ("feature", "flag", "well_defined", "labelability", "best_describer", "readable", "density")
@@ -45,7 +46,7 @@ def add_to_set_widget(run: Path, latents: list[int], n_latents: int, key: str) -
     try:
         names = sorted(fsets.load_sets(run))
     except UserError as err:
-        st.error(str(err))
+        st.error(md_text(err))
         return
     c1, c2 = st.columns(2)
     choice = c1.selectbox("feature set", [*names, NEW], key=f"{key}_set_pick")
@@ -55,9 +56,9 @@ def add_to_set_widget(run: Path, latents: list[int], n_latents: int, key: str) -
         try:
             fs = add_latents(run, new_name or "", latents, n_latents)
         except (ValueError, UserError) as err:
-            st.error(f"feature set: {err}")
+            st.error(f"feature set: {md_text(err)}")
             return
-        st.success(f"set {fs.name!r} now has {len(fs.features)} latents")
+        st.success(f"set {md_text(repr(fs.name))} now has {len(fs.features)} latents")
 
 
 def render(store: FeatureStore, run: Path) -> None:
@@ -65,7 +66,7 @@ def render(store: FeatureStore, run: Path) -> None:
     try:
         sets = fsets.load_sets(run)
     except UserError as err:
-        st.error(str(err))
+        st.error(md_text(err))
         return
     with st.form("new_set", clear_on_submit=True):
         st.markdown("**New set**")
@@ -80,7 +81,7 @@ def render(store: FeatureStore, run: Path) -> None:
         return
     name = st.selectbox("set", sorted(sets), key="sp_pick")
     fs = sets[name]
-    st.caption(f"created {fs.created} · updated {fs.updated} · {len(fs.features)} latents")
+    st.caption(f"created {md_text(fs.created)} · updated {md_text(fs.updated)} · {len(fs.features)} latents")
     new_desc = st.text_area("description", value=fs.description, key=f"sp_desc_{name}")
     if new_desc != fs.description and st.button("Save description", key="sp_save_desc"):
         fs = fsets.save_set(run, fsets.FeatureSet(fs.name, new_desc, fs.features, fs.created))
@@ -118,13 +119,13 @@ def _create(run: Path, store: FeatureStore, name: str, desc: str, ids: str) -> N
 
     latents, err = parse_indices(ids, store.n_latents)
     if err:
-        st.error(err)
+        st.error(md_text(err))
         return
     try:
         if name.strip() and fsets.validate_set_name(name) in fsets.load_sets(run):
             raise ValueError(f"a set named {name.strip()!r} exists; add latents to it instead")
         fs = add_latents(run, name, [] if latents is None else latents.tolist(), store.n_latents, desc)
     except (ValueError, UserError) as err:
-        st.error(f"feature set: {err}")
+        st.error(f"feature set: {md_text(err)}")
         return
-    st.success(f"set {fs.name!r} created with {len(fs.features)} latents")
+    st.success(f"set {md_text(repr(fs.name))} created with {len(fs.features)} latents")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from features.store import FeatureStore
 from viewer import data, nav, sets_panel
+from viewer.render import md_text
 
 PAGE_SIZE = 50
 TAGS = ("dense", "duplicate", "composite", "multi_d", "mixture")
@@ -132,11 +133,11 @@ def render(store: FeatureStore, run: Path) -> None:
 
     sel, err = parse_indices(idx_text, store.n_latents)
     if err:
-        st.error(err)
+        st.error(md_text(err))
     if tok_text.strip():
         ids = data.token_ids(store, run, tok_text)
         if not ids:
-            st.warning(f"token {tok_text!r}: not in the vocabulary")
+            st.warning(f"token {md_text(repr(tok_text))}: not in the vocabulary")
         hits = data.latents_with_token(store, run, ids)
         sel = hits if sel is None else np.intersect1d(sel, hits)
     flt.latents = sel

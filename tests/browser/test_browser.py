@@ -9,81 +9,18 @@ tests/browser/test_browser.py RUN`) it takes the README screenshots into docs/ i
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser/, when run as a script
 from scored_run import scored_run  # noqa: E402, F401 - session fixture
+from served import ARGS, CHROMIUM, REPO, browser, settle, viewer  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 ARTIFACTS = REPO / "artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def viewer(run: Path, log: Path) -> Iterator[str]:
-    """`xenofeat view RUN` on a free port (`python -m viewer.cli` when the package is not installed); yields the URL."""
-    port = free_port()
-    installed = any(ep.name == "view" for ep in entry_points(group="xenofeat.commands"))
-    cmd = (
-        [sys.executable, "-c", "from features.cli import entry; entry()", "view"]
-        if installed
-        else [sys.executable, "-m", "viewer.cli"]
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*cmd, str(run), "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the viewer did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def settle(page) -> None:  # noqa: ANN001 - playwright Page
-    """Wait until Streamlit is connected, its script has finished and no skeleton is left (Streamlit's own e2e wait)."""
-    from playwright.sync_api import expect
-
-    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=20_000)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=30_000)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=20_000)
 
 
 def open_flagged(page) -> str:  # noqa: ANN001
@@ -96,17 +33,6 @@ def open_flagged(page) -> str:  # noqa: ANN001
     header = page.get_by_role("heading", name="FLAGGED")
     expect(header).to_be_visible(timeout=20_000)
     return header.inner_text()
-
-
-def browser():  # noqa: ANN201
-    """A playwright chromium launcher context (skips when chromium or playwright is missing)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: run .ci/browser-deps (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: run .ci/browser-deps (pip install playwright)")
-    return sync_playwright()
 
 
 @pytest.mark.browser

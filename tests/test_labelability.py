@@ -9,9 +9,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from features.describers import auroc
-from features.labelability import LBLConfig, labelability, shuffled_control
-from features.windows import build_index, window_matrix
+from features.labelability import LBLConfig, auroc, labelability, shuffled_control
+from features.labelability.windows import build_index, window_matrix
 
 torch.set_num_threads(1)
 
@@ -82,7 +81,7 @@ def test_token_latent_is_labelable_by_tokens(table):
 def test_bigram_latent_is_won_by_the_rule(table):
     assert table.labelability[1] >= 0.9
     assert table.best_describer[1] == "rule"
-    assert table.auroc_rule[1] > table.auroc_token[1]
+    assert table.aurocs["rule"][1] > table.aurocs["token"][1]
     assert "bigram='t6' 't0'" in table.readable[1] or "prev='t6'" in table.readable[1]
 
 
@@ -155,7 +154,7 @@ def test_shuffled_control_is_near_zero(data):
     acts, tokens, doc_ids, mask, vocab = data
     ctrl = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, seed=3, vocab=vocab)
     assert np.nanmean(ctrl.labelability) <= 0.1
-    assert not np.isnan(ctrl.auroc_rule).any()  # no pruning in the control: every describer competed
+    assert not np.isnan(ctrl.aurocs["rule"]).any()  # no pruning in the control: every describer competed
 
 
 def test_pruning_skips_costly_describers_only_when_token_suffices(data):
@@ -164,8 +163,8 @@ def test_pruning_skips_costly_describers_only_when_token_suffices(data):
         acts, tokens, doc_ids, mask, np.array([0]), dataclasses.replace(CFG, prune=False), seed=3, vocab=vocab
     )
     pruned = labelability(acts, tokens, doc_ids, mask, np.array([0]), CFG, seed=3, vocab=vocab)
-    assert np.isnan(pruned.auroc_rule[0]) and not np.isnan(full.auroc_rule[0])
-    assert pruned.auroc_token[0] == full.auroc_token[0]
+    assert np.isnan(pruned.aurocs["rule"][0]) and not np.isnan(full.aurocs["rule"][0])
+    assert pruned.aurocs["token"][0] == full.aurocs["token"][0]
 
 
 def test_auroc_matches_hand_computation():

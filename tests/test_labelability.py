@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +168,42 @@ def test_pruning_skips_costly_describers_only_when_token_suffices(data):
     pruned = labelability(acts, tokens, doc_ids, mask, np.array([0]), CFG, seed=3, vocab=vocab)
     assert np.isnan(pruned.aurocs["rule"][0]) and not np.isnan(full.aurocs["rule"][0])
     assert pruned.aurocs["token"][0] == full.aurocs["token"][0]
+
+
+EXPECTED = Path(__file__).parent / "fixtures" / "lbl_planted_expected.json"
+
+
+@pytest.mark.parametrize("case", ["planted", "planted_noprune", "planted_window_boot", "planted_control"])
+def test_tables_equal_those_of_the_code_before_the_registry(data, table, case):
+    """Same seeds, same numbers: every column and every latent's test windows equal the stored expectation, which
+    the single-module LBL (before the describer registry) computed."""
+    acts, tokens, doc_ids, mask, vocab = data
+    if case == "planted":
+        got = table
+    elif case == "planted_noprune":
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), dataclasses.replace(CFG, prune=False), 3,
+                           vocab=vocab)  # fmt: skip
+    elif case == "planted_window_boot":
+        cfg = dataclasses.replace(CFG, bootstrap_by_document=False)
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), cfg, 5, vocab=vocab)
+    else:
+        got = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, 3, vocab=vocab)
+    want = json.loads(EXPECTED.read_text())["cases"][case]
+    frame = got.to_frame()
+    assert list(frame.columns) == list(want["columns"])
+    for name, values in want["columns"].items():
+        if name == "decile_auroc":
+            np.testing.assert_array_equal(np.array(frame[name].tolist()), np.array(values), err_msg=name)
+        elif isinstance(values[0], str):
+            assert frame[name].tolist() == values, name
+        else:
+            np.testing.assert_array_equal(frame[name].to_numpy(), np.array(values, float), err_msg=name)
+    for latent, digest in want["test_windows_sha256"].items():
+        tw = got.test_windows[int(latent)]
+        h = hashlib.sha256()
+        for arr, dtype in ((tw.flat_idx, np.int64), (tw.label, bool), (tw.decile, np.int8)):
+            h.update(np.asarray(arr, dtype).tobytes())
+        assert h.hexdigest() == digest, f"test windows of latent {latent}"
 
 
 def test_auroc_matches_hand_computation():

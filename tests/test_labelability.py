@@ -216,11 +216,32 @@ def test_auroc_matches_hand_computation():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"window": 0}, {"rule_bag": 20}, {"test_fraction": 1.0}, {"bootstrap": 2.5}, {"prune": "yes"}]
+    "bad",
+    [
+        {"window": 0},
+        {"rule_bag": 20},
+        {"test_fraction": 1.0},
+        {"bootstrap": 2.5},
+        {"prune": "yes"},
+        {"rule_c_start": 0.0},
+        {"rule_intercept_scaling": -1.0},
+        {"spearman_min_pos": 1},
+        {"n_deciles": 0},
+        {"max_positives": 4},  # fewer than the 10 deciles it is shared by
+    ],
 )
 def test_config_validation_names_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         LBLConfig(**bad)
+
+
+def test_n_deciles_sets_the_strata_of_positives(data):
+    acts, tokens, doc_ids, mask, vocab = data
+    cfg = dataclasses.replace(CFG, n_deciles=4, spearman_min_pos=10**6)
+    got = labelability(acts, tokens, doc_ids, mask, np.array([0]), cfg, seed=3, vocab=vocab)
+    assert got.decile_auroc.shape == (1, 4) and len(got.to_frame()["decile_auroc"][0]) == 4
+    assert set(got.test_windows[0].decile[got.test_windows[0].label]) == {0, 1, 2, 3}
+    assert np.isnan(got.spearman[0])  # fewer test positives than spearman_min_pos
 
 
 def test_planted_truth_of_the_synthetic_generator(tmp_path):

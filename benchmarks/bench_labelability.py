@@ -1,9 +1,9 @@
 """Per-latent cost of LBL-v1, against the token describer alone (one vocab x latent table for all latents).
 
 Builds a Zipf token grid with planted latents (half fire on token sets, so pruning applies; half on a context hash,
-so all three describers run), then times in the same process:
-  baseline  the token tables for all latents (`describers.token_tables`, one sparse matmul)
-  full      `labelability` (sampling, token/rule/semantic describers, bootstrap) with pruning
+so every describer runs), then times in the same process:
+  baseline  the token tables for all latents (`windows.token_tables`, one sparse matmul)
+  full      `labelability` (sampling, the registered describers, bootstrap) with pruning
   no-prune  the same with pruning off
 and reports seconds per latent and the extrapolation to the design's yardstick (3,072 latents over 1M tokens).
 
@@ -20,9 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from features.describers import token_tables
 from features.labelability import LBLConfig, labelability
-from features.windows import build_index
+from features.labelability.windows import build_index, token_tables
 
 
 def planted(n_tokens: int, n_latents: int, vocab: int, seed: int = 0):
@@ -82,7 +81,7 @@ def main() -> None:
     t_noprune = time.perf_counter() - t0
 
     n = args.latents
-    pruned = np.isnan(table.auroc_rule).sum()
+    pruned = np.isnan(table.aurocs["rule"]).sum()
     print(f"tokens {args.tokens:,}  latents {n}  vocab {len(vocab):,}  (pruned {pruned}/{n})")
     print(f"baseline token tables, all latents : {t_base:7.2f} s  ({1e3 * t_base / n:6.2f} ms/latent)")
     print(f"LBL with pruning                   : {t_full:7.2f} s  ({1e3 * t_full / n:6.2f} ms/latent)")

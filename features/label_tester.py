@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from features.describers import auroc
-from features.windows import context_tokens, window_matrix
+from features.labelability.metrics import auroc
+from features.labelability.windows import context_tokens, window_matrix
 
 try:  # the `regex` package gives a timeout; fall back to `re` with a static guard
     import regex as _regex

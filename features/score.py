@@ -32,8 +32,7 @@ from features.criteria.stability import stability
 from features.criteria.support import antipodal_pairs, support, with_pairs
 from features.definition import Definition, definition_to_toml, load_definition
 from features.flags import apply_flags, summarize
-from features.labelability import LBLConfig, shuffled_control
-from features.lbl_parallel import run_lbl
+from features.labelability import LBLConfig, run_lbl, shuffled_control
 from features.sae_inputs import Inputs, resolve_inputs
 from features.streaming import finish_function, stream
 

@@ -287,7 +287,7 @@ class FeatureStore:
 
     def test_windows(self, latent: int) -> TestSet:
         """The held-out LBL windows of a latent, with their tokens built from the stored grid."""
-        from features.windows import context_tokens, window_matrix
+        from features.labelability.windows import context_tokens, window_matrix
 
         g, s = self.h5["lbl_test"], self._slice("lbl_test", latent)
         flat = g["flat_idx"][s]

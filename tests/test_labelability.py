@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from features.describers import auroc
-from features.labelability import LBLConfig, labelability, shuffled_control
-from features.windows import build_index, window_matrix
+from features.labelability import LBLConfig, auroc, labelability, shuffled_control
+from features.labelability.windows import build_index, window_matrix
 
 torch.set_num_threads(1)
 
@@ -82,7 +84,7 @@ def test_token_latent_is_labelable_by_tokens(table):
 def test_bigram_latent_is_won_by_the_rule(table):
     assert table.labelability[1] >= 0.9
     assert table.best_describer[1] == "rule"
-    assert table.auroc_rule[1] > table.auroc_token[1]
+    assert table.aurocs["rule"][1] > table.aurocs["token"][1]
     assert "bigram='t6' 't0'" in table.readable[1] or "prev='t6'" in table.readable[1]
 
 
@@ -155,7 +157,7 @@ def test_shuffled_control_is_near_zero(data):
     acts, tokens, doc_ids, mask, vocab = data
     ctrl = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, seed=3, vocab=vocab)
     assert np.nanmean(ctrl.labelability) <= 0.1
-    assert not np.isnan(ctrl.auroc_rule).any()  # no pruning in the control: every describer competed
+    assert not np.isnan(ctrl.aurocs["rule"]).any()  # no pruning in the control: every describer competed
 
 
 def test_pruning_skips_costly_describers_only_when_token_suffices(data):
@@ -164,8 +166,44 @@ def test_pruning_skips_costly_describers_only_when_token_suffices(data):
         acts, tokens, doc_ids, mask, np.array([0]), dataclasses.replace(CFG, prune=False), seed=3, vocab=vocab
     )
     pruned = labelability(acts, tokens, doc_ids, mask, np.array([0]), CFG, seed=3, vocab=vocab)
-    assert np.isnan(pruned.auroc_rule[0]) and not np.isnan(full.auroc_rule[0])
-    assert pruned.auroc_token[0] == full.auroc_token[0]
+    assert np.isnan(pruned.aurocs["rule"][0]) and not np.isnan(full.aurocs["rule"][0])
+    assert pruned.aurocs["token"][0] == full.aurocs["token"][0]
+
+
+EXPECTED = Path(__file__).parent / "fixtures" / "lbl_planted_expected.json"
+
+
+@pytest.mark.parametrize("case", ["planted", "planted_noprune", "planted_window_boot", "planted_control"])
+def test_tables_equal_those_of_the_code_before_the_registry(data, table, case):
+    """Same seeds, same numbers: every column and every latent's test windows equal the stored expectation, which
+    the single-module LBL (before the describer registry) computed."""
+    acts, tokens, doc_ids, mask, vocab = data
+    if case == "planted":
+        got = table
+    elif case == "planted_noprune":
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), dataclasses.replace(CFG, prune=False), 3,
+                           vocab=vocab)  # fmt: skip
+    elif case == "planted_window_boot":
+        cfg = dataclasses.replace(CFG, bootstrap_by_document=False)
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), cfg, 5, vocab=vocab)
+    else:
+        got = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, 3, vocab=vocab)
+    want = json.loads(EXPECTED.read_text())["cases"][case]
+    frame = got.to_frame()
+    assert list(frame.columns) == list(want["columns"])
+    for name, values in want["columns"].items():
+        if name == "decile_auroc":
+            np.testing.assert_array_equal(np.array(frame[name].tolist()), np.array(values), err_msg=name)
+        elif isinstance(values[0], str):
+            assert frame[name].tolist() == values, name
+        else:
+            np.testing.assert_array_equal(frame[name].to_numpy(), np.array(values, float), err_msg=name)
+    for latent, digest in want["test_windows_sha256"].items():
+        tw = got.test_windows[int(latent)]
+        h = hashlib.sha256()
+        for arr, dtype in ((tw.flat_idx, np.int64), (tw.label, bool), (tw.decile, np.int8)):
+            h.update(np.asarray(arr, dtype).tobytes())
+        assert h.hexdigest() == digest, f"test windows of latent {latent}"
 
 
 def test_auroc_matches_hand_computation():
@@ -178,11 +216,32 @@ def test_auroc_matches_hand_computation():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"window": 0}, {"rule_bag": 20}, {"test_fraction": 1.0}, {"bootstrap": 2.5}, {"prune": "yes"}]
+    "bad",
+    [
+        {"window": 0},
+        {"rule_bag": 20},
+        {"test_fraction": 1.0},
+        {"bootstrap": 2.5},
+        {"prune": "yes"},
+        {"rule_c_start": 0.0},
+        {"rule_intercept_scaling": -1.0},
+        {"spearman_min_pos": 1},
+        {"n_deciles": 0},
+        {"max_positives": 4},  # fewer than the 10 deciles it is shared by
+    ],
 )
 def test_config_validation_names_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         LBLConfig(**bad)
+
+
+def test_n_deciles_sets_the_strata_of_positives(data):
+    acts, tokens, doc_ids, mask, vocab = data
+    cfg = dataclasses.replace(CFG, n_deciles=4, spearman_min_pos=10**6)
+    got = labelability(acts, tokens, doc_ids, mask, np.array([0]), cfg, seed=3, vocab=vocab)
+    assert got.decile_auroc.shape == (1, 4) and len(got.to_frame()["decile_auroc"][0]) == 4
+    assert set(got.test_windows[0].decile[got.test_windows[0].label]) == {0, 1, 2, 3}
+    assert np.isnan(got.spearman[0])  # fewer test positives than spearman_min_pos
 
 
 def test_planted_truth_of_the_synthetic_generator(tmp_path):

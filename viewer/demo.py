@@ -17,6 +17,7 @@ import pandas as pd
 from features import store as st
 from features.definition import Definition, definition_to_toml
 from features.flags import apply_flags
+from features.labelability import describer_names
 
 WORDS = [
     "the",
@@ -142,10 +143,8 @@ def build_random_store(
             "bits_saved": rng.random(F) * 4,
             "labelability": lbl,
             "labelability_hi": np.minimum(1, lbl + 0.05),
-            "best_describer": rng.choice(["token", "rule", "semantic"], F),
-            "auroc_token": (1 + lbl) / 2,
-            "auroc_rule": (1 + lbl) / 2 - 0.01,
-            "auroc_semantic": (1 + lbl) / 2 - 0.02,
+            "best_describer": rng.choice(list(describer_names()), F),
+            **{f"auroc_{name}": (1 + lbl) / 2 - 0.01 * i for i, name in enumerate(describer_names())},
             "n_test_pos": np.full(F, n_test // 2, np.int64),
             "readable": [f"cur in {{{named[i % len(named)]}}}" for i in range(F)],
             "spearman": rng.random(F),

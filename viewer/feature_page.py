@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from features.labelability import registered_describers
 from features.store import FeatureStore
 from viewer import data, label_panel, nav, sets_panel
 from viewer.render import md_code, md_text, windows_html
-
-DESCRIBERS = ("token", "rule", "semantic")
 
 
 def criteria_rows(row: pd.Series, defn: Any) -> pd.DataFrame:  # noqa: ANN401 - features.definition.Definition
@@ -99,6 +98,23 @@ def _goto_typed(n_latents: int) -> None:
         nav.open_latent(latent)
 
 
+def describer_rows(row: pd.Series) -> pd.DataFrame:
+    """Every registered describer: what it checks, its held-out AUROC, whether it won, and its readable form (the
+    store keeps the winner's only)."""
+    best = str(row.get("best_describer", "none"))
+    rows = [
+        (
+            d.name,
+            d.summary,
+            float(row.get(f"auroc_{d.name}", np.nan)),
+            d.name == best,
+            str(row.get("readable", "–")) if d.name == best else "–",
+        )
+        for d in registered_describers()
+    ]
+    return pd.DataFrame(rows, columns=["describer", "checks", "AUROC (held out)", "best", "readable form"])
+
+
 def render(store: FeatureStore, run: Path) -> None:
     latent = _picker(store)
     if latent is None:
@@ -133,17 +149,12 @@ def render(store: FeatureStore, run: Path) -> None:
     st.subheader("Describers")
     c1, c2 = st.columns([3, 2])
     with c1:
-        desc = pd.DataFrame(
-            {
-                "describer": DESCRIBERS,
-                "AUROC (held out)": [row.get(f"auroc_{d}", np.nan) for d in DESCRIBERS],
-                "best": [d == row["best_describer"] for d in DESCRIBERS],
-            }
-        )
-        st.dataframe(desc, hide_index=True, width="stretch")
+        st.dataframe(describer_rows(row), hide_index=True, width="stretch")
         st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
     with c2:
-        dec = pd.DataFrame({"decile": np.arange(1, 11), "AUROC": ex.decile_auroc.astype(float)})
+        dec = pd.DataFrame(
+            {"decile": np.arange(1, len(ex.decile_auroc) + 1), "AUROC": ex.decile_auroc.astype(float)}
+        )
         st.altair_chart(
             alt.Chart(dec).mark_bar().encode(x="decile:O", y=alt.Y("AUROC:Q", scale=alt.Scale(domain=[0, 1])))
             .properties(height=160, title="best describer's AUROC per activation decile"),

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from features.labelability import describer_names
 from features.store import FeatureStore
 from viewer import data, nav, sets_panel
 from viewer.render import md_text
@@ -20,8 +21,9 @@ CRITERIA = ("support_pass", "stability_pass", "function_pass", "mdl_pass", "well
 SHOWN = (
     "feature", "flag", "well_defined", "labelability", "labelability_hi", "best_describer", "readable",
     "density", "firing_count", "n_docs", "stability", "match_cos", "support_pass", "stability_pass",
-    "function_pass", "mdl_pass", "auroc_token", "auroc_rule", "auroc_semantic", "n_test_pos", *TAGS,
+    "function_pass", "mdl_pass", "auroc_*", "n_test_pos", *TAGS,
 )  # fmt: skip
+"""Columns the table shows, in order; `auroc_*` stands for every registered describer's AUROC column."""
 FLAG_CHOICES = ("all", "flagged", "well defined", "not flagged")
 
 
@@ -65,6 +67,21 @@ def parse_indices(text: str, n_latents: int) -> tuple[np.ndarray | None, str | N
             return None, f"index search: {part} is out of range; this run has latents 0 to {n_latents - 1}"
         out.extend(range(lo, hi + 1))
     return np.unique(np.array(out, np.int64)), None
+
+
+def shown_columns(t: pd.DataFrame) -> list[str]:
+    """The columns of `SHOWN` that the table has, `auroc_*` expanded over the registered describers (tie order)."""
+    out: list[str] = []
+    for c in SHOWN:
+        out += [f"auroc_{n}" for n in describer_names()] if c == "auroc_*" else [c]
+    return [c for c in out if c in t]
+
+
+def describer_choices(t: pd.DataFrame) -> list[str]:
+    """Options of the best-describer filter: the registered describers, then any other value in the table (a
+    describer of the run that is not registered here, "none" for latents not scored)."""
+    present = [str(v) for v in t["best_describer"].unique()] if "best_describer" in t else []
+    return list(describer_names()) + sorted(set(present) - set(describer_names()))
 
 
 def filter_table(t: pd.DataFrame, f: TableFilter) -> pd.DataFrame:
@@ -115,7 +132,7 @@ def render(store: FeatureStore, run: Path) -> None:
         must_fail=c4.multiselect("fails", present_crit, key="tb_fail"),
     )
     c1, c2, c3, c4 = st.columns(4)
-    flt.describers = c1.multiselect("best describer", sorted(t["best_describer"].unique()), key="tb_desc")
+    flt.describers = c1.multiselect("best describer", describer_choices(t), key="tb_desc")
     num_cols = data.numeric_columns(t)
     flt.range_col = c2.selectbox(
         "range on", num_cols, index=None, key="tb_rcol", placeholder="no range filter"
@@ -147,7 +164,7 @@ def render(store: FeatureStore, run: Path) -> None:
     page = c1.number_input(f"page (of {n_pages})", 1, n_pages, 1, key="tb_page")
     c2.markdown(f"**{len(rows):,}** of {len(t):,} latents match")
     shown = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    view = shown[[c for c in SHOWN if c in shown]]
+    view = shown[shown_columns(shown)]
     event = st.dataframe(
         view,
         hide_index=True,

@@ -1,15 +1,18 @@
-"""Token windows for labelability (LBL-v1): the document split, positive/negative sampling, window matrices.
+"""Token windows for labelability (LBL-v1): the document split, the per-token firing table, positive/negative sampling
+and window matrices.
 
 A *window* is named by its centre: a flat index `seq * L + pos` into the cache's (n_seq, L) token grid. Its tokens
 are the `width` tokens before the centre in the same sequence plus the centre token itself (the last column), which
 is what the model saw when it produced the activation. Masked tokens (padding, BOS/CLS/SEP) never serve as centres
 and appear as -1 inside a window's context, so padding can never become part of a description.
 
-Positives are firing centres stratified over 10 activation deciles (rank deciles, so ties cannot empty a decile);
+Positives are firing centres stratified over `n_deciles` activation deciles (rank deciles, so ties cannot empty a decile);
 negatives are random non-firing centres plus *hard* negatives: non-firing centres whose window contains one of the
 latent's top firing token ids (they stop "the window contains token X" from passing as a description of a latent
 that fires on X only in some contexts). The train/test split is by document of the centre, one split for all
-latents, drawn from the seed.
+latents, drawn from the seed. The firing table per (token, latent) over train documents (`token_tables`) is built
+here because sampling needs it (a latent's top firing tokens define its hard negatives); the token describer reads
+the same table.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-N_DECILES = 10
+import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,47 @@ def build_index(
     )
 
 
+@dataclass(frozen=True)
+class TokenTables:
+    """Firing counts per (token, latent) over the train documents, for the latents being scored."""
+
+    fire: sp.csc_matrix
+    """(V, n_latents) int64: how often the latent fires on each token in train documents."""
+    count: np.ndarray
+    """(V,) int64: occurrences of each token in train documents (unmasked)."""
+    base_rate: np.ndarray
+    """(n_latents,) float64: firing rate over unmasked train tokens."""
+
+
+def token_tables(
+    acts: sp.csc_matrix, flat_tokens: np.ndarray, train: np.ndarray, vocab_size: int
+) -> TokenTables:
+    """Build the vocab x latent firing table for the columns of `acts` (T, n_latents) in one sparse matmul.
+
+    `flat_tokens` (T,) has -1 at masked positions; `train` (T,) marks positions in train documents.
+    """
+    rows = np.flatnonzero(train & (flat_tokens >= 0))
+    onehot = sp.csr_matrix(
+        (np.ones(len(rows), np.int64), (flat_tokens[rows], rows)), shape=(vocab_size, len(flat_tokens))
+    )  # (V, T)
+    fired = acts.copy()
+    fired.data = (fired.data != 0).astype(np.int64)
+    fire = sp.csc_matrix(onehot @ fired)  # (V, n_latents)
+    fire.eliminate_zeros()
+    count = np.bincount(flat_tokens[rows], minlength=vocab_size)
+    return TokenTables(
+        fire=fire, count=count, base_rate=np.asarray(fire.sum(axis=0)).ravel() / max(len(rows), 1)
+    )
+
+
+def token_column(tables: TokenTables, j: int) -> np.ndarray:
+    """(V,) firing counts of the j-th latent of the tables."""
+    col = np.zeros(tables.fire.shape[0], np.int64)
+    lo, hi = tables.fire.indptr[j], tables.fire.indptr[j + 1]
+    col[tables.fire.indices[lo:hi]] = tables.fire.data[lo:hi]
+    return col
+
+
 def window_matrix(centres: np.ndarray, flat_tokens: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
     """(n, width + 1) token ids of the windows ending at `centres` (last column = centre); -1 outside the sequence.
 
@@ -127,16 +170,16 @@ class WindowSample:
 
 
 def sample_positives(
-    fire_idx: np.ndarray, fire_val: np.ndarray, cap: int, rng: np.random.Generator
+    fire_idx: np.ndarray, fire_val: np.ndarray, cap: int, rng: np.random.Generator, n_deciles: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `cap` firing centres, an equal share per activation rank decile: (centre, decile, act)."""
     n = len(fire_idx)
     rank = np.empty(n, np.int64)
     rank[np.argsort(fire_val, kind="stable")] = np.arange(n)
-    decile = (rank * N_DECILES) // max(n, 1)
-    per = max(cap // N_DECILES, 1)
+    decile = (rank * n_deciles) // max(n, 1)
+    per = max(cap // n_deciles, 1)
     picks = []
-    for d in range(N_DECILES):
+    for d in range(n_deciles):
         members = np.flatnonzero(decile == d)
         picks.append(members if len(members) <= per else rng.choice(members, per, replace=False))
     chosen = np.sort(np.concatenate(picks))
@@ -211,10 +254,11 @@ def sample_windows(
     random_neg_per_pos: float,
     hard_neg_per_pos: float,
     width: int,
+    n_deciles: int,
     rng: np.random.Generator,
 ) -> WindowSample:
     """Sample one latent's windows. `fire_idx` sorted flat indices where it fires (valid only), `fire_val` values."""
-    pos_c, pos_d, pos_a = sample_positives(fire_idx, fire_val, max_positives, rng)
+    pos_c, pos_d, pos_a = sample_positives(fire_idx, fire_val, max_positives, rng, n_deciles)
     n_rand = int(round(random_neg_per_pos * len(pos_c)))
     rand = sample_random_negatives(index, fire_idx, n_rand, rng)
     n_hard = int(round(hard_neg_per_pos * len(pos_c)))

@@ -12,7 +12,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 from tqdm import tqdm
 
-from features.labelability import LBLConfig, LBLTable, labelability
+from features.labelability.config import LBLConfig
+from features.labelability.run import labelability
+from features.labelability.table import LBLTable, merge_tables
 
 _LBL_ARGS: tuple = ()
 """The big read-only inputs of an LBL fan-out, set in the parent just before forking so workers inherit them
@@ -22,34 +24,6 @@ instead of receiving pickled copies (the pool is created and torn down inside `r
 def _lbl_part(latents: np.ndarray) -> LBLTable:
     acts, tokens, doc_ids, mask, cfg, seed, vocab = _LBL_ARGS
     return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=False)
-
-
-def merge_tables(parts: list[LBLTable]) -> LBLTable:
-    """One LBLTable from tables over disjoint latent sets, ordered by latent."""
-    lat = np.concatenate([p.latents for p in parts])
-    order = np.argsort(lat, kind="stable")
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(p, name)) for p in parts])[order]
-
-    readable = [r for p in parts for r in p.readable]
-    windows = {k: v for p in parts for k, v in p.test_windows.items()}
-    return LBLTable(
-        latents=lat[order],
-        labelability=cat("labelability"),
-        labelability_hi=cat("labelability_hi"),
-        best_describer=cat("best_describer"),
-        auroc_token=cat("auroc_token"),
-        auroc_rule=cat("auroc_rule"),
-        auroc_semantic=cat("auroc_semantic"),
-        decile_auroc=cat("decile_auroc"),
-        n_test_pos=cat("n_test_pos"),
-        readable=[readable[i] for i in order],
-        spearman=cat("spearman"),
-        seed=parts[0].seed,
-        config=parts[0].config,
-        test_windows=windows,
-    )
 
 
 def run_lbl(

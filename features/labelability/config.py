@@ -1,0 +1,79 @@
+"""The settings of LBL-v1: the `[labelability]` section of the definition file, declared with `activations.settings`.
+
+Every constant that shapes LBL's numbers is a setting here (so it is recorded with the definition the results were
+scored under), including those that used to be literals in the code: the rule describer's starting C and intercept
+scaling, the fewest positives behind a Spearman correlation and the number of activation deciles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from activations.settings import SettingError, Settings, integer, number, switch
+
+
+@dataclass(frozen=True)
+class LBLConfig(Settings):
+    """Settings of LBL-v1 (the `[labelability]` table of the definition file, by field name)."""
+
+    window: int = integer(16, 1, 512)
+    """Tokens before the centre token in a window (the window is these plus the centre)."""
+    max_positives: int = integer(400, 1, 10**6)
+    """Cap on positive windows per latent, shared equally by the `n_deciles` activation deciles."""
+    random_neg_per_pos: float = number(1.0, 0.0, 100.0)
+    """Random non-firing windows per positive."""
+    hard_neg_per_pos: float = number(1.0, 0.0, 100.0)
+    """Hard negatives per positive: non-firing windows that contain one of the latent's top firing tokens."""
+    hard_top_tokens: int = integer(5, 1, 1000)
+    """How many of the latent's most frequent firing token ids define the hard negatives."""
+    test_fraction: float = number(0.5, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Fraction of documents held out for testing (the split is by document, one split for all latents)."""
+    token_smoothing: float = number(1.0, 0.0, 1e6, lo_open=True, hi_open=True)
+    """Additive smoothing of P(fire | token) towards the latent's base rate, in pseudo-occurrences."""
+    rule_max_terms: int = integer(8, 1, 1000)
+    """Most non-zero weights a rule may keep (so a person can read it)."""
+    rule_bag: int = integer(8, 1, 512)
+    """Preceding tokens in the rule's bag-of-tokens features (at most `window`)."""
+    rule_screen: int = integer(64, 1, 10**6)
+    """Features kept by univariate screening before the L1 fit (cheaper than a full path; see describers)."""
+    rule_c_steps: int = integer(12, 1, 100)
+    """Most doublings of the L1 inverse strength C, starting from sklearn's l1_min_c."""
+    semantic_k: int = integer(10, 1, 10**4)
+    """Nearest train positives (and negatives) averaged by the semantic describer."""
+    bootstrap: int = integer(200, 1, 10**5)
+    """Bootstrap resamples of the test windows for the upper bound."""
+    bootstrap_level: float = number(0.9, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Two-sided confidence level; `labelability_hi` is the interval's upper end."""
+    bootstrap_by_document: bool = switch(True)
+    """Resample test documents (True) rather than test windows stratified by class (False): firings of one
+    document are correlated, so a window-level bootstrap understates the uncertainty of clustered latents."""
+    min_test_pos: int = integer(10, 1, 10**6)
+    """Below this many test positives a latent is not scored (NaN, best_describer "none")."""
+    prune: bool = switch(True)
+    """Skip the rule and semantic describers when the token describer is already good enough on train."""
+    prune_token_auroc: float = number(0.95, 0.5, 1.0)
+    """Train AUROC of the token describer at which pruning skips the costlier describers."""
+    rule_c_start: float = number(1.5, 0.0, 1e6, lo_open=True)
+    """The rule's search for C starts at this multiple of sklearn's l1_min_c (the C below which every weight is
+    zero), so the first fit already keeps a term or two."""
+    rule_intercept_scaling: float = number(10.0, 0.0, 1e6, lo_open=True)
+    """liblinear's intercept_scaling for the rule: the intercept is a weight on a constant feature of this value,
+    so a large value keeps the L1 penalty from shrinking the intercept towards 0."""
+    spearman_min_pos: int = integer(3, 2, 10**6)
+    """Fewest test positives behind the `spearman` column (NaN below)."""
+    n_deciles: int = integer(10, 1, 100)
+    """Activation rank quantiles the positives are stratified over; `decile_auroc` has one value per quantile."""
+
+    def check(self) -> None:
+        if self.rule_bag > self.window:
+            raise SettingError(
+                "rule_bag", self.rule_bag, f"is out of range [1, {self.window}] (at most `window`)"
+            )
+        if self.max_positives < self.n_deciles:
+            raise SettingError(
+                "max_positives", self.max_positives, f"must be at least n_deciles ({self.n_deciles})"
+            )
+        if self.random_neg_per_pos + self.hard_neg_per_pos <= 0:
+            raise SettingError(
+                "random_neg_per_pos", self.random_neg_per_pos, "and hard_neg_per_pos cannot both be 0"
+            )

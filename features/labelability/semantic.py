@@ -1,0 +1,66 @@
+"""The semantic describer: TF-IDF cosine of a window's tokens to its k nearest train positives minus its k nearest
+train negatives ("windows like these fire")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.columns import Column
+from features.labelability.registry import Description, LatentSample, PassData, auroc_column
+
+
+def _tfidf(windows: np.ndarray, vocab_size: int, idf: np.ndarray | None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """L2-normalised TF-IDF rows of window tokens; the idf is fit when not given."""
+    n, w = windows.shape
+    rows = np.repeat(np.arange(n), w)
+    tok = windows.ravel()
+    ok = tok >= 0
+    x = sp.csr_matrix((np.ones(ok.sum()), (rows[ok], tok[ok])), shape=(n, vocab_size))
+    x.sum_duplicates()
+    if idf is None:
+        df = np.bincount(x.indices, minlength=vocab_size)
+        idf = np.log((1.0 + n) / (1.0 + df)) + 1.0  # sklearn's smoothed idf
+    x = sp.csr_matrix(x.multiply(idf[None, :]))
+    norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x), idf
+
+
+def _mean_top_k(sim: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each row's k largest entries (all entries when fewer)."""
+    if sim.shape[1] == 0:
+        return np.zeros(sim.shape[0])
+    k = min(k, sim.shape[1])
+    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+
+
+def semantic_scores(
+    train_win: np.ndarray, y: np.ndarray, test_win: np.ndarray, vocab_size: int, k: int
+) -> np.ndarray:
+    """Mean cosine to the k nearest train positives minus to the k nearest train negatives, per test window."""
+    x_tr, idf = _tfidf(train_win, vocab_size, None)
+    x_te, _ = _tfidf(test_win, vocab_size, idf)
+    sim = (x_te @ x_tr.T).toarray()  # (n_test, n_train)
+    return _mean_top_k(sim[:, y], k) - _mean_top_k(sim[:, ~y], k)
+
+
+class SemanticDescriber:
+    """Nearest train windows by TF-IDF of their tokens."""
+
+    name = "semantic"
+    tie_order = 2
+    summary = "nearest train windows by TF-IDF of their tokens"
+    cheap = False
+
+    def prepare(self, data: PassData) -> None:
+        return None
+
+    def describe(self, sample: LatentSample, data: PassData, state: Any) -> Description:  # noqa: ANN401
+        tr, win = sample.train, sample.windows
+        scores = semantic_scores(win[tr], sample.label[tr], win[~tr], len(data.vocab), data.cfg.semantic_k)
+        return Description(test_scores=scores, readable="nearest positive windows (TF-IDF of window tokens)")
+
+    def columns(self) -> list[Column]:
+        return [auroc_column(self)]

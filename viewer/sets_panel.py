@@ -12,7 +12,7 @@ import streamlit as st
 from activations.errors import UserError
 from features import sets as fsets
 from features.store import FeatureStore
-from viewer import nav
+from viewer import data, nav
 
 NEW = "➕ new set…"
 SET_COLUMNS = ("feature", "flag", "well_defined", "labelability", "best_describer", "readable", "density")
@@ -114,9 +114,7 @@ def render(store: FeatureStore, run: Path) -> None:
 
 
 def _create(run: Path, store: FeatureStore, name: str, desc: str, ids: str) -> None:
-    from viewer.table import parse_indices
-
-    latents, err = parse_indices(ids, store.n_latents)
+    latents, err = data.parse_indices(ids, store.n_latents)
     if err:
         st.error(err)
         return

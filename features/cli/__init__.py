@@ -30,14 +30,6 @@ def _broken(what: str, err: ImportError | AttributeError) -> UserError:
 
 def build_parser() -> argparse.ArgumentParser:
     """The root parser with every package's subcommands; UserError when one of them fails to import."""
-    # imported here, not at the top, so that `main` reports a broken command module as one line
-    try:
-        from activations import cli as activations_cli
-        from features.cli import commands as features_commands
-        from sae_training import cli as training_cli
-    except ImportError as err:
-        raise _broken(f"the xenofeat commands ({err.name or 'a module'})", err) from err
-
     parser = argparse.ArgumentParser(
         prog="xenofeat",
         description="Find the features of a transformer that are well defined but resist human labels.",
@@ -45,9 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xenofeat {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    activations_cli.register(sub)
-    training_cli.register(sub)
-    features_commands.register(sub)
+    # imported here, not at the top, so that `main` reports a broken command module (one imported while
+    # registering too) as one line
+    try:
+        from activations import cli as activations_cli
+        from features.cli import commands as features_commands
+        from sae_training import cli as training_cli
+
+        activations_cli.register(sub)
+        training_cli.register(sub)
+        features_commands.register(sub)
+    except ImportError as err:
+        raise _broken(f"the xenofeat commands ({err.name or 'a module'})", err) from err
     for ep in entry_points(group="xenofeat.commands"):
         try:
             register = ep.load()

@@ -144,7 +144,7 @@ def _xenofeat_with_broken(module: str, *args: str) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize("module", ["activations.synth_cli", "features.cli.definition", "features.export"])
+@pytest.mark.parametrize("module", ["activations.synth_cli", "features.cli.definition", "features.exporters"])
 def test_a_command_module_that_fails_to_import_is_an_error_not_a_missing_command(module: str) -> None:
     line = error_line(_xenofeat_with_broken(module, "definition", "show"))
     assert module in line and "cannot be loaded" in line

@@ -35,7 +35,7 @@ def add_latents(
 
 def set_json_bytes(run: Path, fs: fsets.FeatureSet) -> bytes:
     """The set's `json` export (the same document `xenofeat export --set NAME --format json` writes)."""
-    from features.export.json_set import set_json
+    from features.exporters.json_set import set_json
 
     return json.dumps(set_json(run, fs.name), indent=1, ensure_ascii=False).encode("utf-8")
 

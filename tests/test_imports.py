@@ -1,7 +1,7 @@
 """The import graph of xenofeat's packages has no cycle and goes one way; a command that fails to import is an error.
 
 The graph is read from the source with `ast`, so function-local imports and `if TYPE_CHECKING:` imports count: a
-cycle hidden inside a function is still a cycle in the design. Packages import one way:
+cycle hidden inside a function is still a cycle between the modules. Packages import one way:
 activations <- sae_training <- features <- viewer.
 """
 

@@ -32,7 +32,7 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
 
 
 def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:
-    """Side by side: the trained model's scores and the random-init control's (design: LBL's second control)."""
+    """Side by side: the trained model's scores and the random-init control's (labelability's second control)."""
 
     def row(name: str, key: str, fmt: str = "{}") -> str:
         a, b = trained.get(key), control.get(key)

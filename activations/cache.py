@@ -1,8 +1,8 @@
 """Reading activation caches: `ActivationCache.open(path)` (layout in FORMAT.md).
 
 Small per-token arrays (tokens, document ids, positions, mask) are read on first use and kept; activations stay on
-disk and are read lazily through `activations(hook)`. Training reads shuffled batches through `batches`, scoring
-reads in order through `scan`; both live in loader.py and are exposed here as methods.
+disk and are read lazily through `activations(hook)`. Scoring reads in order through `scan` (read ahead in a thread);
+training reads shuffled pools through `sae_training.data.PoolSchedule`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from activations import format as fmt
-from activations.errors import UserError
+from activations.errors import UserError, corrupt_rows
+from activations.loader import prefetched
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,24 @@ def read_meta(f: h5py.File, path: Path) -> CacheMeta:
     )
 
 
+@dataclass(frozen=True)
+class ScanChunk:
+    """Consecutive sequences [seq_start, seq_start + n) of a cache, in order."""
+
+    seq_start: int
+    acts: np.ndarray  # (n, L, d) float32
+    tokens: np.ndarray  # (n, L) int32
+    doc_ids: np.ndarray  # (n, L) int32
+    mask: np.ndarray  # (n, L) bool, True = excluded
+
+
 class ActivationCache:
     """A read-only view of one cache file.
 
     >>> cache = ActivationCache.open("cache.h5")
     >>> cache.tokens.shape            # (n_seq, L) int32
     >>> acts = cache.activations("blocks.3.hook_resid_post")   # lazy h5py dataset (n_seq, L, d)
-    >>> for batch in cache.batches("blocks.3.hook_resid_post", batch_size=4096, seed=0): ...
+    >>> for chunk in cache.scan("blocks.3.hook_resid_post"): ...   # ScanChunks in order
     """
 
     def __init__(self, path: Path, handle: h5py.File, meta: CacheMeta) -> None:
@@ -208,9 +219,7 @@ class ActivationCache:
         try:
             return self.activations(hook)[start:stop].astype(np.float32)
         except OSError as err:
-            raise UserError(
-                f"{self.path}: activations of {hook} rows {start}-{stop} are corrupt ({err})"
-            ) from err
+            raise corrupt_rows(self.path, hook, start, stop, err) from err
 
     def context(self, seq: int, pos: int, width: int = 16) -> Context:
         """The tokens around (seq, pos): up to `width` before and after, within the same sequence, unpadded."""
@@ -238,36 +247,21 @@ class ActivationCache:
         chunks = self._f[fmt.acts_path(self.hooks[0])].chunks
         return int(chunks[0]) if chunks else 16
 
-    def batches(
-        self,
-        hook: str | None = None,
-        *,
-        batch_size: int = 4096,
-        seed: int = 0,
-        epochs: int | None = 1,
-        shuffle_buffer: int = 65536,
-        prefetch: int = 4,
-        seq_range: tuple[int, int] | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Shuffled (batch_size, d) float32 batches of unmasked tokens; see loader.shuffled_batches."""
-        from activations.loader import shuffled_batches
+    def scan(
+        self, hook: str | None = None, *, chunk_seqs: int | None = None, prefetch: int = 2
+    ) -> Iterator[ScanChunk]:
+        """Sequential `ScanChunk`s over the whole cache, in order, `chunk_seqs` sequences at a time (default: the
+        file's chunk size x 4), read `prefetch` chunks ahead in a thread."""
+        hook = self.check_hook(hook)
+        step = chunk_seqs or self.chunk_seqs * 4
+        tokens, doc_ids, mask = self.tokens, self.doc_ids, self.mask
 
-        return shuffled_batches(
-            self,
-            self.check_hook(hook),
-            batch_size=batch_size,
-            seed=seed,
-            epochs=epochs,
-            shuffle_buffer=shuffle_buffer,
-            prefetch=prefetch,
-            seq_range=seq_range,
-        )
+        def chunks() -> Iterator[ScanChunk]:
+            for a in range(0, self.n_seq, step):
+                b = min(a + step, self.n_seq)
+                yield ScanChunk(a, self.read_acts(hook, a, b), tokens[a:b], doc_ids[a:b], mask[a:b])
 
-    def scan(self, hook: str | None = None, *, chunk_seqs: int | None = None, prefetch: int = 2):
-        """Sequential `ScanChunk`s over the whole cache, in order; see loader.scan."""
-        from activations.loader import scan
-
-        return scan(self, self.check_hook(hook), chunk_seqs=chunk_seqs, prefetch=prefetch)
+        return prefetched(chunks, prefetch)
 
     # -- lifetime --------------------------------------------------------------------------------------------------
     def close(self) -> None:

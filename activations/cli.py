@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from activations import format as fmt
 from activations.build import DEFAULT_HOOK, CacheJob, build_cache
 from activations.errors import UserError
-
-log = logging.getLogger(__name__)
+from activations.synth_cli import add_synth_command
 
 
 def _size(path: Path) -> str:
@@ -149,9 +147,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_import)
 
-    try:
-        from activations.synth_cli import add_synth_command
-    except ImportError:  # the synthetic generator is optional while it is being written
-        log.debug("synthetic generator not available")
-    else:
-        add_synth_command(cs)
+    add_synth_command(cs)

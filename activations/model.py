@@ -35,7 +35,7 @@ def embedded_model_dir() -> Path:
 
 RANDOM_INIT = "random-init:"
 """Prefix of a model name that loads the same architecture and tokenizer with freshly initialised weights (seed 0):
-the labelability control of the design (what token statistics alone explain)."""
+the labelability control of `xenofeat run --control` (what token statistics alone explain)."""
 
 
 def resolve_model(name: str) -> tuple[str, str]:

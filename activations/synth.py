@@ -1,6 +1,6 @@
 """Synthetic activation caches with planted ground truth, to measure recovery and flagging against known answers.
 
-`generate_synthetic(path, cfg)` writes a normal cache file (readable by `ActivationCache.open`, source "synthetic")
+`activations.synth_write.generate_synthetic(path, cfg)` writes a normal cache file (readable by `ActivationCache.open`, source "synthetic")
 whose activations are a sparse sum of planted unit directions, more of them than dimensions (superposition), plus
 isotropic Gaussian noise:
 
@@ -33,16 +33,14 @@ ends in [PAD] rows (zero vectors); both are marked in the cache mask and have em
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from activations.errors import UserError
 
@@ -263,52 +261,3 @@ def load_truth(cache_path: str | Path) -> SynthTruth:
         indices=arrays["act_indices"],
         values=arrays["act_values"],
     )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def generate_synthetic(path: str | Path, cfg: SynthConfig, *, overwrite: bool = False) -> SynthTruth:
-    """Write a synthetic cache at `path` and its planted truth beside it; return the truth."""
-    from activations.synth_write import build_arrays, write_cache
-
-    path = Path(path)
-    st_path, js_path = truth_paths(path)
-    if not overwrite:
-        for p in (path, st_path, js_path):
-            if p.exists():
-                raise UserError(f"{p}: already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: the folder {path.parent} does not exist")
-    built = build_arrays(cfg)
-    model_fp = hashlib.sha256(built.directions.tobytes() + json.dumps(cfg.to_dict()).encode()).hexdigest()
-    meta = {
-        "format": TRUTH_FORMAT,
-        "format_version": TRUTH_VERSION,
-        "config": cfg.to_dict(),
-        "hook": HOOK,
-        "n_rows": cfg.n_rows,
-        "n_features": len(built.features),
-        "planted_l0": built.planted_l0,
-        "noise_std": cfg.noise_std,
-        "counts": {k: sum(f["kind"] == k for f in built.features) for k in KINDS},
-        "features": built.features,
-    }
-    tensors = {
-        "directions": built.directions,
-        "act_indptr": built.truth.indptr.astype(np.int64),
-        "act_indices": built.truth.indices.astype(np.int32),
-        "act_values": built.truth.data.astype(np.float32),
-        "cls_vector": built.cls_vector,
-    }
-
-    def write_truth() -> None:
-        # written before the cache's complete flag: a complete synthetic cache always has its truth beside it
-        _atomic_write(st_path, lambda p: save_file(tensors, str(p)))
-        _atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
-
-    write_cache(path, cfg, built, model_fingerprint=model_fp, before_finish=write_truth)
-    return load_truth(path)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from activations import format as fmt
 from activations.errors import UserError
-from activations.synth import SynthConfig, generate_synthetic, truth_paths
+from activations.synth import SynthConfig, truth_paths
+from activations.synth_write import generate_synthetic
 
 _DEFAULTS = SynthConfig()
 

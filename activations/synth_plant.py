@@ -9,12 +9,11 @@ a real corpus.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from activations.synth import SynthConfig
+from activations.synth import CIRCLE, DENSE_PAIR, HASH, HIDDEN, TOKEN, SynthConfig
 
 N_SPECIAL = 2  # token ids 0 ([CLS]) and 1 ([PAD]); regular tokens are 2 .. vocab_size-1
 CLS_ID = 0
@@ -172,8 +171,6 @@ def hidden_chain(stream: Stream, freq: float, run_length: float, rng: np.random.
 
 def plant_features(cfg: SynthConfig, stream: Stream, rng: np.random.Generator) -> list[PlantedFeature]:
     """All planted features, in kind order: token, hash, hidden, dense_pair (+ then -), circle (cos then sin)."""
-    from activations.synth import CIRCLE, DENSE_PAIR, HASH, HIDDEN, TOKEN
-
     n_freq = cfg.n_token + cfg.n_hash + cfg.n_hidden
     # ranks shuffled across kinds, so every kind gets common and rare features
     freqs = rng.permutation(zipf_frequencies(n_freq, cfg.freq_max, cfg.freq_min)) if n_freq else np.zeros(0)

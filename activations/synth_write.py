@@ -1,4 +1,5 @@
-"""Laying the planted truth out as cache rows and writing the synthetic cache file (used by synth.py).
+"""Writing a synthetic cache: `generate_synthetic(path, cfg)` lays the planted truth out as cache rows, writes the
+cache file and the truth files beside it (their layout and the config are in synth.py).
 
 The stream of documents (synth_plant.py) is cut into sequences of `context_size - 1` text tokens, each preceded by
 [CLS]; the last sequence ends in [PAD]. Activations are computed chunk by chunk from the sparse truth, so memory
@@ -8,6 +9,8 @@ stays bounded by the truth matrix, not by the activations.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +18,21 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from activations.synth import HOOK, LABELABLE_KINDS, SynthConfig
+from activations.errors import UserError
+from activations.synth import (
+    HOOK,
+    KINDS,
+    LABELABLE_KINDS,
+    TRUTH_FORMAT,
+    TRUTH_VERSION,
+    SynthConfig,
+    SynthTruth,
+    load_truth,
+    truth_paths,
+)
 from activations.synth_plant import CLS_ID, N_SPECIAL, PAD_ID, plant_features, sample_stream
 from activations.writer import CacheWriter
 
@@ -167,3 +182,50 @@ def write_cache(
             )
         before_finish()
         writer.finish()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def generate_synthetic(path: str | Path, cfg: SynthConfig, *, overwrite: bool = False) -> SynthTruth:
+    """Write a synthetic cache at `path` and its planted truth beside it; return the truth."""
+    path = Path(path)
+    st_path, js_path = truth_paths(path)
+    if not overwrite:
+        for p in (path, st_path, js_path):
+            if p.exists():
+                raise UserError(f"{p}: already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist")
+    built = build_arrays(cfg)
+    model_fp = hashlib.sha256(built.directions.tobytes() + json.dumps(cfg.to_dict()).encode()).hexdigest()
+    meta = {
+        "format": TRUTH_FORMAT,
+        "format_version": TRUTH_VERSION,
+        "config": cfg.to_dict(),
+        "hook": HOOK,
+        "n_rows": cfg.n_rows,
+        "n_features": len(built.features),
+        "planted_l0": built.planted_l0,
+        "noise_std": cfg.noise_std,
+        "counts": {k: sum(f["kind"] == k for f in built.features) for k in KINDS},
+        "features": built.features,
+    }
+    tensors = {
+        "directions": built.directions,
+        "act_indptr": built.truth.indptr.astype(np.int64),
+        "act_indices": built.truth.indices.astype(np.int32),
+        "act_values": built.truth.data.astype(np.float32),
+        "cls_vector": built.cls_vector,
+    }
+
+    def write_truth() -> None:
+        # written before the cache's complete flag: a complete synthetic cache always has its truth beside it
+        _atomic_write(st_path, lambda p: save_file(tensors, str(p)))
+        _atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+
+    write_cache(path, cfg, built, model_fingerprint=model_fp, before_finish=write_truth)
+    return load_truth(path)

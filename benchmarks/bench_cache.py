@@ -5,9 +5,9 @@ Every number is a ratio against a baseline measured in the same process on the s
 1. cache:   tokens/s of the caching loop (forward pass to the hook + float16 conversion + HDF5 append with checksums)
             vs a bare forward pass of the same model up to the hook on the same batches (bridge with stop_at_layer,
             and a plain `transformers` BertModel cut after the same layer).
-2. loader:  shuffled batches of 4096 rows from a 1M-token cache (random chunk order + shuffle buffer + read-ahead
-            thread) vs a plain sequential read of the same file, and vs what training consumes (tokens/s of our TopK
-            step at d_in 384, width 3072, k 32, batch 4096).
+2. loader:  training's shuffle pools of 64 batches of 4096 rows from a 1M-token cache (sae_training.data.PoolSchedule:
+            random chunk order per epoch + read-ahead thread) vs a plain sequential read of the same file, and vs what
+            training consumes (tokens/s of our TopK step at d_in 384, width 3072, k 32, batch 4096).
 3. chunks:  sequential and random-chunk read speed for several chunk sizes (picks DEFAULT_CHUNK_BYTES).
 
     python benchmarks/bench_cache.py [--tokens 40000] [--loader-tokens 1000000] [--threads 2]
@@ -133,8 +133,16 @@ def bench_loader(n_tokens: int) -> None:
         t = time.perf_counter()
         rows = sum(c.acts.shape[0] * c.acts.shape[1] for c in cache.scan(prefetch=0))
         seq_rate = rows / (time.perf_counter() - t)
+        from sae_training.data import PoolSchedule
+
+        schedule = PoolSchedule(cache, cache.hooks[0], cache.n_seq, pool_tokens=64 * 4096, data_seed=0)
+        n_pools = max(1, schedule.epoch_tokens // schedule.pool_tokens)  # one epoch
         t = time.perf_counter()
-        rows = sum(len(b) for b in cache.batches(batch_size=4096, seed=0))
+        rows = 0
+        for index, pool in schedule.pools(0):
+            rows += len(pool)
+            if index + 1 == n_pools:
+                break
         shuf_rate = rows / (time.perf_counter() - t)
         # what training consumes: our TopK step at the benchmark configuration
         from sae_training.config import TrainConfig
@@ -155,7 +163,7 @@ def bench_loader(n_tokens: int) -> None:
         train_rate = 5 * 4096 / (time.perf_counter() - t)
     print(f"loader on {n_tokens} tokens (d 384, float16)")
     print(f"  sequential read   {seq_rate:10.0f} tok/s")
-    print(f"  shuffled batches  {shuf_rate:10.0f} tok/s  (ratio to sequential {shuf_rate / seq_rate:.2f})")
+    print(f"  shuffle pools     {shuf_rate:10.0f} tok/s  (ratio to sequential {shuf_rate / seq_rate:.2f})")
     print(f"  training consumes {train_rate:10.0f} tok/s  (loader / training {shuf_rate / train_rate:.1f}x)")
 
 

@@ -5,7 +5,7 @@ so every describer runs), then times in the same process:
   baseline  the token tables for all latents (`windows.token_tables`, one sparse matmul)
   full      `labelability` (sampling, the registered describers, bootstrap) with pruning
   no-prune  the same with pruning off
-and reports seconds per latent and the extrapolation to the design's yardstick (3,072 latents over 1M tokens).
+and reports seconds per latent and the extrapolation to the size of `xenofeat run`'s default (3,072 latents over 1M tokens).
 
     python benchmarks/bench_labelability.py [--tokens 262144] [--latents 128]
 """

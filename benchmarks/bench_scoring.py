@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from activations.cache import ActivationCache
-from activations.synth import SynthConfig, generate_synthetic
+from activations.synth import SynthConfig
+from activations.synth_write import generate_synthetic
 from features.score import ScoreJob, score
 from features.streaming import encode_chunk
 from sae_training.config import TrainConfig

@@ -66,7 +66,7 @@ class RunView:
 
     def import_set(self, path: str | Path, *, name: str | None = None, overwrite: bool = False) -> FeatureSet:
         """Save the latents of a `json` export as a set of this run."""
-        from features.export.json_set import import_set
+        from features.exporters.json_set import import_set
 
         return import_set(self.path, path, name=name, overwrite=overwrite)
 
@@ -84,7 +84,7 @@ def load_run(run: str | Path) -> RunView:
 def export(
     run: Any, selection: Any, fmt: str, out: str | Path, *, overwrite: bool = False, **options: Any
 ) -> Path:  # noqa: ANN401
-    """Export a selection of a run's latents; see features.export.export."""
-    from features.export import export as _export
+    """Export a selection of a run's latents; see features.exporters.export."""
+    from features.exporters import export as _export
 
     return _export(run, selection, fmt, out, overwrite=overwrite, **options)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from activations.cache import ActivationCache
-from activations.errors import UserError
+from activations.errors import UserError, corrupt_rows
 from activations.loader import prefetched
 
 
@@ -87,9 +87,7 @@ class PoolSchedule:
                 try:
                     block = ds[a:b][~mask[a:b]].astype(np.float32, copy=False)  # (n_unmasked, d)
                 except OSError as err:
-                    raise UserError(
-                        f"{self.cache.path}: activations of {self.hook} rows {a}-{b} are corrupt ({err})"
-                    ) from err
+                    raise corrupt_rows(self.cache.path, self.hook, a, b, err) from err
                 if not np.isfinite(block).all():
                     pool = first_pool  # refined below by the consumer, which knows the pool it is filling
                     raise NonFiniteActivations(

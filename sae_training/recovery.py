@@ -1,7 +1,7 @@
 """Recovery of planted ground truth: how well an SAE's decoder rows find the planted feature directions.
 
 - MCC: mean cosine of the Hungarian matching of planted directions to decoder rows (each planted feature gets its
-  own latent), the yardstick of the design (aim >= 0.9 at the planted L0);
+  own latent), the yardstick of recovery (we aim for >= 0.9 at the planted L0);
 - matched fraction: the share of planted features whose matched latent has cosine >= `threshold` (0.9).
 """
 
@@ -29,14 +29,3 @@ def recovery(decoder: np.ndarray, planted: np.ndarray, *, threshold: float = 0.9
     m = match_rows(np.asarray(planted, np.float32), np.asarray(decoder, np.float32))
     sim = np.nan_to_num(m.similarity, nan=0.0)
     return Recovery(float(sim.mean()), float((sim >= threshold).mean()), sim, m.partner)
-
-
-def ensemble_recovery(
-    decoders: dict[int, np.ndarray], planted: np.ndarray, *, threshold: float = 0.9
-) -> dict:
-    """{seed: {"mcc": ..., "matched_fraction": ...}} for every member."""
-    out = {}
-    for seed, dec in decoders.items():
-        r = recovery(dec, planted, threshold=threshold)
-        out[seed] = {"mcc": r.mcc, "matched_fraction": r.matched_fraction}
-    return out

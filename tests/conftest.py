@@ -25,7 +25,7 @@ PROSE = [
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:  # noqa: F821
-    """Run `xenofeat ARGS` in a subprocess (python -m features.cli), capturing output."""
+    """Run `xenofeat ARGS` in a subprocess (as the console script does), capturing output."""
     import subprocess
 
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}

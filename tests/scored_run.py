@@ -2,7 +2,7 @@
 
 Use it from any test module with `from scored_run import scored_run  # noqa: F401` and a `scored_run` argument; it
 is built once per session (about 20 s on one core) under pytest's temporary folder. Nothing in it is mocked: the
-cache comes from `activations.synth.generate_synthetic`, the SAEs from `sae_training.train`, the store from
+cache comes from `activations.synth_write.generate_synthetic`, the SAEs from `sae_training.train`, the store from
 `features.score.score`.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from activations.synth import SynthConfig, SynthTruth, generate_synthetic
+from activations.synth import SynthConfig, SynthTruth
+from activations.synth_write import generate_synthetic
 from sae_training.config import TrainConfig
 
 torch.set_num_threads(1)

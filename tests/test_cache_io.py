@@ -1,4 +1,4 @@
-"""Reading caches: the import round trip, the shuffled batch iterator, the scanner, and old-format fixtures."""
+"""Reading caches: the import round trip, the scanner, and old-format fixtures."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from conftest import run_cli
 
 from activations.cache import ActivationCache
@@ -73,23 +72,6 @@ def test_import_round_trip_cli(tmp_path):
     np.testing.assert_array_equal(cache.read_acts("blocks.2.hook_resid_post", 0, 3), acts)
     assert cache.doc_ids[2, 0] == 1 and cache.doc_ids[1, 4] == 0
     assert run_cli("cache", "validate", str(tmp_path / "c.h5")).returncode == 0
-
-
-def test_shuffled_batches_cover_each_token_once_per_epoch(tmp_path):
-    out, tokens, acts = make_import(tmp_path)
-    cache = ActivationCache.open(out)
-    ids = torch.cat(list(cache.batches(batch_size=20, seed=3, shuffle_buffer=100)))[:, 0].numpy().astype(int)
-    expected = np.arange(tokens.size).reshape(tokens.shape)[:, 1:].ravel()  # mask drops position 0
-    # every batch is full, so at most batch_size - 1 tokens are dropped at the end of the epoch
-    assert len(ids) == len(expected) - len(expected) % 20
-    assert len(set(ids)) == len(ids) and set(ids) <= set(expected)
-    assert not np.all(np.diff(ids) > 0)  # shuffled
-    again = torch.cat(list(cache.batches(batch_size=20, seed=3, shuffle_buffer=100)))[:, 0].numpy()
-    other = torch.cat(list(cache.batches(batch_size=20, seed=4, shuffle_buffer=100)))[:, 0].numpy()
-    np.testing.assert_array_equal(ids, again)
-    assert not np.array_equal(ids, other)
-    two = torch.cat(list(cache.batches(batch_size=20, seed=3, epochs=2, shuffle_buffer=100)))
-    assert len(two) >= 2 * len(ids)
 
 
 def test_scan_reads_everything_in_order(tmp_path):

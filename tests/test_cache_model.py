@@ -119,7 +119,7 @@ def test_random_init_copy_is_reproducible_and_different():
 
 
 def test_control_config_swaps_only_the_model():
-    from features.pipeline import control_config, load_config
+    from features.cli.pipeline import control_config, load_config
 
     cfg = load_config(None)
     ctl = control_config(cfg)

@@ -9,6 +9,7 @@ import pytest
 
 from activations.errors import UserError
 from features.cli import main as cli_main
+from features.cli.definition import register
 from features.definition import (
     DEFAULT_PATH,
     Definition,
@@ -17,7 +18,6 @@ from features.definition import (
     load_definition,
     write_definition,
 )
-from features.definition_cli import register
 from features.labelability import LBLConfig
 
 
@@ -148,9 +148,6 @@ def test_definition_show_prints_default_and_a_users_file(tmp_path, capsys):
 def test_definition_show_bad_file_through_the_root(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("[stability]\ntau = 1.5\n")
-    try:
-        code = cli_main(["definition", "show", "--definition", str(path)])
-    except SystemExit as exc:  # not mounted yet: the lead adds definition_cli.register to the root
-        pytest.skip(f"`definition` not mounted on the CLI root yet ({exc})")
+    code = cli_main(["definition", "show", "--definition", str(path)])
     assert code == 2
     assert "bad.toml: [stability] tau = 1.5 is out of range (0, 1]" in capsys.readouterr().err

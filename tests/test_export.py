@@ -20,7 +20,7 @@ from scored_run import scored_run  # noqa: E402, F401
 import features  # noqa: E402
 from activations.cache import ActivationCache  # noqa: E402
 from activations.errors import UserError  # noqa: E402
-from features.export import export  # noqa: E402
+from features.exporters import FORMATS, export  # noqa: E402
 from features.selection import Selection, evaluate_where  # noqa: E402
 
 torch.set_num_threads(1)
@@ -30,7 +30,7 @@ torch.set_num_threads(1)
 def exported(scored_run, tmp_path_factory):  # noqa: F811
     """Every format exported once from the flagged latents."""
     out = tmp_path_factory.mktemp("exports")
-    paths = {fmt: export(scored_run.run, "flagged", fmt, out / fmt) for fmt in features.export.FORMATS}
+    paths = {fmt: export(scored_run.run, "flagged", fmt, out / fmt) for fmt in FORMATS}
     return scored_run, paths
 
 
@@ -42,7 +42,7 @@ def flagged(run) -> np.ndarray:
 def test_json_validates_and_reimports(exported):
     import jsonschema
 
-    from features.export.json_set import FILE, import_set, schema
+    from features.exporters.json_set import FILE, import_set, schema
 
     sr, paths = exported
     doc = json.loads((paths["json"] / FILE).read_text())

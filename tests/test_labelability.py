@@ -260,7 +260,9 @@ def test_planted_truth_of_the_synthetic_generator(tmp_path):
         freq_min=0.01,
         seed=1,
     )
-    truth = synth.generate_synthetic(tmp_path / "synth.h5", cfg)
+    from activations.synth_write import generate_synthetic
+
+    truth = generate_synthetic(tmp_path / "synth.h5", cfg)
     with ActivationCache.open(tmp_path / "synth.h5") as cache:
         tokens, doc_ids, mask, vocab = cache.tokens, cache.doc_ids, cache.mask, cache.vocab
     acts = sp.csc_matrix(truth.activations())

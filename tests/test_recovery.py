@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scored_run import SYNTH
 
-from activations.synth import generate_synthetic
+from activations.synth_write import generate_synthetic
 from sae_training.config import TrainConfig
 from sae_training.recovery import recovery
 from sae_training.run import load_member, load_run

@@ -15,7 +15,8 @@ from conftest import REPO, error_line, run_cli
 from scored_run import TRAIN, scored_run  # noqa: F401
 
 from activations.errors import UserError
-from activations.synth import HASH, HIDDEN, TOKEN, SynthConfig, generate_synthetic
+from activations.synth import HASH, HIDDEN, TOKEN, SynthConfig
+from activations.synth_write import generate_synthetic
 from features.labelability import shuffled_control
 from features.score import ScoreJob, score
 from features.store import FeatureStore

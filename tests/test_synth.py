@@ -21,10 +21,10 @@ from activations.synth import (
     HOOK,
     TOKEN,
     SynthConfig,
-    generate_synthetic,
     load_truth,
     truth_paths,
 )
+from activations.synth_write import generate_synthetic
 from features.cli import main as xenofeat
 
 SMALL = SynthConfig(n_seq=300, seed=3)

@@ -170,7 +170,7 @@ def test_feature_set_round_trip(random_run, monkeypatch):
     from viewer.sets_panel import set_json_bytes
 
     doc = json.loads(set_json_bytes(random_run, load_sets(random_run)["odd ones"]))
-    from features.export.json_set import validate
+    from features.exporters.json_set import validate
 
     validate(doc)  # the shipped JSON Schema of the `json` export
     assert doc["name"] == "odd ones" and [f["index"] for f in doc["features"]] == [5, 6]

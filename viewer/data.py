@@ -114,6 +114,26 @@ def parse_latent(text: str, n_latents: int) -> tuple[int | None, str | None]:
     return i, None
 
 
+def parse_indices(text: str, n_latents: int) -> tuple[np.ndarray | None, str | None]:
+    """'3, 10-20' -> (sorted latents, None); (None, message) when unreadable or out of range; (None, None) if empty."""
+    text = text.strip()
+    if not text:
+        return None, None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo_s, _, hi_s = part.partition("-")
+        try:
+            lo, hi = int(lo_s), int(hi_s) if hi_s else int(lo_s)
+        except ValueError:
+            return None, f"index search: cannot read {part!r}; write indices like 3, 10-20"
+        if not (0 <= lo <= hi < n_latents):
+            return None, f"index search: {part} is out of range; this run has latents 0 to {n_latents - 1}"
+        out.extend(range(lo, hi + 1))
+    return np.unique(np.array(out, np.int64)), None
+
+
 def numeric_columns(table: pd.DataFrame) -> list[str]:
     """Numeric, non-boolean columns (what range filters and the sort apply to)."""
     return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) and table[c].dtype != bool]

@@ -12,7 +12,7 @@ import streamlit as st
 from activations.errors import UserError
 from features import sets as fsets
 from features.store import FeatureStore
-from viewer import nav
+from viewer import data, nav
 from viewer.render import md_text
 
 NEW = "➕ new set…"
@@ -36,7 +36,7 @@ def add_latents(
 
 def set_json_bytes(run: Path, fs: fsets.FeatureSet) -> bytes:
     """The set's `json` export (the same document `xenofeat export --set NAME --format json` writes)."""
-    from features.export.json_set import set_json
+    from features.exporters.json_set import set_json
 
     return json.dumps(set_json(run, fs.name), indent=1, ensure_ascii=False).encode("utf-8")
 
@@ -115,9 +115,7 @@ def render(store: FeatureStore, run: Path) -> None:
 
 
 def _create(run: Path, store: FeatureStore, name: str, desc: str, ids: str) -> None:
-    from viewer.table import parse_indices
-
-    latents, err = parse_indices(ids, store.n_latents)
+    latents, err = data.parse_indices(ids, store.n_latents)
     if err:
         st.error(md_text(err))
         return

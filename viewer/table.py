@@ -49,26 +49,6 @@ class TableFilter:
     """Only these latents (from the index or token search)."""
 
 
-def parse_indices(text: str, n_latents: int) -> tuple[np.ndarray | None, str | None]:
-    """'3, 10-20' -> (sorted latents, None); (None, message) when unreadable or out of range; (None, None) if empty."""
-    text = text.strip()
-    if not text:
-        return None, None
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        lo_s, _, hi_s = part.partition("-")
-        try:
-            lo, hi = int(lo_s), int(hi_s) if hi_s else int(lo_s)
-        except ValueError:
-            return None, f"index search: cannot read {part!r}; write indices like 3, 10-20"
-        if not (0 <= lo <= hi < n_latents):
-            return None, f"index search: {part} is out of range; this run has latents 0 to {n_latents - 1}"
-        out.extend(range(lo, hi + 1))
-    return np.unique(np.array(out, np.int64)), None
-
-
 def shown_columns(t: pd.DataFrame) -> list[str]:
     """The columns of `SHOWN` that the table has, `auroc_*` expanded over the registered describers (tie order)."""
     out: list[str] = []
@@ -148,7 +128,7 @@ def render(store: FeatureStore, run: Path) -> None:
     sort_col = c3.selectbox("sort by", num_cols, index=_default_sort(num_cols), key="tb_sort")
     desc = c4.toggle("descending", value=False, key="tb_desc_order")
 
-    sel, err = parse_indices(idx_text, store.n_latents)
+    sel, err = data.parse_indices(idx_text, store.n_latents)
     if err:
         st.error(md_text(err))
     if tok_text.strip():

@@ -1,7 +1,7 @@
 """The describer registry: what a describer is (`Describer`), what it sees (`PassData`, `LatentSample`), what it
 returns (`Description`), and the ordered set of registered describers LBL runs.
 
-Like sae-lens's `register_sae_class` (and `features.export`'s FORMATS), a describer is registered by name; LBL, the
+Like sae-lens's `register_sae_class` (and `features.exporters`'s FORMATS), a describer is registered by name; LBL, the
 `auroc_<name>` columns, the store schema's LBL columns and the viewer's describer section all iterate this registry,
 so none of them names a describer. `features.labelability` registers the built-in ones (token, rule, semantic).
 """

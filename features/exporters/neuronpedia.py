@@ -93,7 +93,7 @@ def _activation_rows(
     return rows, max_act
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     now = datetime.now(UTC).isoformat(timespec="seconds")
     model_id = slug(ctx.model_name())
     set_name = f"xenofeat-{slug(ctx.selected.name)}"

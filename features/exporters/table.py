@@ -9,7 +9,7 @@ CSV_FILE = "features.csv"
 PARQUET_FILE = "features.parquet"
 
 
-def write_csv(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+def write_csv(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     ctx.rows.to_csv(folder / CSV_FILE, index=False)
 
 

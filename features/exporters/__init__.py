@@ -1,5 +1,9 @@
 """Exports of a selection of latents: `export(run, selection, fmt, out)` and the registry of formats.
 
+The public entry points are `features.export(...)` (Python) and `xenofeat export` (features/cli/export.py); this
+subpackage is named `exporters` so that it never shadows the function `features.export`. A new format is one module
+here plus its row in FORMATS.
+
 Every format writes into a fresh hidden folder beside `out` and renames it to `out` only when complete, so `out`
 is either absent, the previous export (kept until the new one is whole), or a finished export. The selection is
 resolved and checked before anything is written; an existing `out` is refused unless `overwrite`.
@@ -22,8 +26,6 @@ import importlib
 import logging
 import os
 import shutil
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,27 +54,32 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format(
             "json",
-            "features.export.json_set",
+            "features.exporters.json_set",
             "write",
             "the feature set as JSON (scores, describer, labels tried)",
         ),
-        Format("csv", "features.export.table", "write_csv", "the selected rows of the feature table as CSV"),
-        Format("parquet", "features.export.table", "write_parquet", "the selected rows as Parquet"),
+        Format(
+            "csv", "features.exporters.table", "write_csv", "the selected rows of the feature table as CSV"
+        ),
+        Format("parquet", "features.exporters.table", "write_parquet", "the selected rows as Parquet"),
         Format(
             "safetensors",
-            "features.export.directions",
+            "features.exporters.directions",
             "write",
             "encoder/decoder directions, biases, thresholds",
         ),
         Format(
             "saelens",
-            "features.export.saelens_sub",
+            "features.exporters.saelens_sub",
             "write",
             "a sae-lens SAE folder of only the selected latents",
         ),
-        Format("neuronpedia", "features.export.neuronpedia", "write", "Neuronpedia's bulk-import layout"),
+        Format("neuronpedia", "features.exporters.neuronpedia", "write", "Neuronpedia's bulk-import layout"),
         Format(
-            "delphi", "features.export.delphi", "write", "a delphi latent cache (LLM explanation and scoring)"
+            "delphi",
+            "features.exporters.delphi",
+            "write",
+            "a delphi latent cache (LLM explanation and scoring)",
         ),
     )
 }
@@ -103,7 +110,7 @@ def export(
     `selection`: a features.selection.Selection, a FeatureSet, a list of latent indices, or "flagged".
     `options` go to the format's writer (e.g. `n_splits` for delphi). Returns `out`.
     """
-    from features.export.context import ExportContext
+    from features.exporters.context import ExportContext
     from features.selection import coerce, resolve
 
     spec = check_format(fmt)
@@ -131,14 +138,3 @@ def export(
         ctx.store.close()
     log.info("exported %d latents (%s) as %s to %s", len(selected.features), selected.selection, fmt, out)
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """Makes `features.export(...)` work once the subpackage `features.export` is imported (it then shadows the
-    lazy `features.export` function as an attribute of `features`)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

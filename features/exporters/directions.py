@@ -21,10 +21,10 @@ import numpy as np
 FILE = "directions.safetensors"
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     from safetensors.numpy import save_file
 
-    from features.export.saelens_sub import sub_weights
+    from features.exporters.saelens_sub import sub_weights
 
     w = sub_weights(ctx)
     tensors = {

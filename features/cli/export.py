@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `xenofeat export` to the parser."""
-    from features.export import FORMATS
+    from features.exporters import FORMATS
 
     p = sub.add_parser(
         "export",
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from features.export import check_format, export
+    from features.exporters import check_format, export
     from features.selection import Selection, parse_features
 
     check_format(args.format)

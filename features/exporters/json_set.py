@@ -26,9 +26,9 @@ TEXT_COLUMNS = ("best_describer", "readable")
 
 @cache
 def schema() -> dict[str, Any]:
-    """The shipped JSON Schema (package data of features.export)."""
+    """The shipped JSON Schema (package data of features.exporters)."""
     return json.loads(
-        resources.files("features.export").joinpath("feature_set.schema.json").read_text("utf-8")
+        resources.files("features.exporters").joinpath("feature_set.schema.json").read_text("utf-8")
     )
 
 
@@ -50,7 +50,7 @@ def _scalar(v: Any) -> Any:  # noqa: ANN401
     return str(v)
 
 
-def build(ctx: Any) -> dict[str, Any]:  # noqa: ANN401 - features.export.context.ExportContext
+def build(ctx: Any) -> dict[str, Any]:  # noqa: ANN401 - features.exporters.context.ExportContext
     """The feature-set document for the context's selection."""
     sel = ctx.selected
     rows = ctx.rows
@@ -127,7 +127,7 @@ def import_set(run: Any, path: str | Path, *, name: str | None = None, overwrite
 
 def set_json(run: Any, name: str) -> dict[str, Any]:  # noqa: ANN401
     """The `json` export document of the saved feature set `name` of `run`, validated (used by the viewer)."""
-    from features.export.context import ExportContext
+    from features.exporters.context import ExportContext
     from features.selection import Selection, resolve
 
     ctx = ExportContext.open(run)

@@ -1,39 +1,13 @@
-"""Subcommands of the `features` package: `xenofeat score`, `xenofeat run` and `xenofeat definition`."""
+"""Subcommands of the `features` package: `xenofeat score`, `run`, `definition` and `export`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
-from typing import Any
 
-log = logging.getLogger(__name__)
-
-
-def summary_text(summary: dict[str, Any], where: Path) -> str:
-    """The printed summary of a scored run."""
-    by = ", ".join(f"{k} {v}" for k, v in sorted(summary["best_describer"].items())) or "none"
-    fby = ", ".join(f"{k} {v}" for k, v in sorted(summary["flagged_by_describer"].items())) or "none"
-    sae = summary["sae"]
-    ctl = summary.get("shuffled_control_lbl")
-    lines = [
-        f"scored {summary['n_latents']} latents of {sae['path']} on {summary['tokens_scored']:,} tokens "
-        f"(explained variance {sae['explained_variance']:.3f}, L0 {sae['l0']:.1f})",
-        f"  latents alive       {summary['alive']}",
-        f"  well defined        {summary['well_defined']}  (passes: "
-        + ", ".join(f"{k.removesuffix('_pass')} {v}" for k, v in summary["passes"].items())
-        + ")",
-        f"  flagged             {summary['flagged']}  (best describer of the flagged: {fby})",
-        f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
-        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}",
-        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']} "
-        f"(decoder cosine only: {summary['shared_fraction_dec']:.3f})",
-    ]
-    if ctl is not None:
-        lines.append(f"  shuffled control    mean LBL {ctl:.3f}")
-    lines.append(f"store written: {where}")
-    return "\n".join(lines) + "\n"
+from features.cli import definition, export
+from features.cli.summary import summary_text
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -57,7 +31,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from features.pipeline import pipeline_from_args
+    from features.cli.pipeline import pipeline_from_args
 
     return pipeline_from_args(args)
 
@@ -108,13 +82,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
 
-    try:
-        from features import definition_cli
-    except ImportError:  # the definition command is optional until it lands
-        log.debug("features.definition_cli is not available")
-    else:
-        definition_cli.register(sub)
-
-    from features import export_cli
-
-    export_cli.register(sub)
+    definition.register(sub)
+    export.register(sub)

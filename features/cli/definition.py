@@ -1,6 +1,6 @@
 """`xenofeat definition show [--definition F]`: print a feature definition as it would be applied.
 
-The lead mounts this with `features.definition_cli.register(sub)` under the `xenofeat` root.
+Mounted under the `xenofeat` root by `features.cli.commands.register`.
 """
 
 from __future__ import annotations

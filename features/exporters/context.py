@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from activations.errors import UserError
+from features.labels import read_attempts
 from features.selection import Selected
 from features.store import FeatureStore
 
@@ -117,13 +118,7 @@ class ExportContext:
 
     # -- labels tried (features.labels, written by the viewer) ------------------------------------------------------
     def labels_tried(self, latent: int) -> list[dict[str, Any]]:
-        """The label attempts saved for a latent ([] when the viewer's label module is absent or none were saved)."""
-        import importlib.util
-
-        if importlib.util.find_spec("features.labels") is None:
-            return []
-        from features.labels import read_attempts
-
+        """The label attempts saved for a latent ([] when none were saved)."""
         return [_as_dict(a) for a in read_attempts(self.run, latent)]
 
     # -- the SAE on cache rows ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def split_edges(d_sae: int, n_splits: int) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     from safetensors.numpy import save_file
 
     sel = ctx.features

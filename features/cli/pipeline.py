@@ -27,6 +27,7 @@ from typing import Any
 from activations.build import CacheJob, build_cache
 from activations.cache import ActivationCache
 from activations.errors import UserError
+from features.cli.summary import control_text, summary_text
 from sae_training.config import TrainConfig
 from sae_training.run import read_run_json
 
@@ -143,8 +144,6 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
 
 def pipeline_from_args(args: argparse.Namespace) -> int:
     """The `xenofeat run` handler: prints the summary and the command that opens the viewer."""
-    from features.commands import summary_text
-
     cfg = load_config(Path(args.config) if args.config else None)
     if args.max_tokens is not None:
         if args.max_tokens < 1:
@@ -172,22 +171,3 @@ def control_config(cfg: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = {table: dict(values) for table, values in cfg.items()}
     out["cache"]["model"] = model if model.startswith(RANDOM_INIT) else RANDOM_INIT + model
     return out
-
-
-def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:
-    """Side by side: the trained model's scores and the random-init control's (design: LBL's second control)."""
-
-    def row(name: str, key: str, fmt: str = "{}") -> str:
-        a, b = trained.get(key), control.get(key)
-        show = lambda v: "-" if v is None else fmt.format(v)  # noqa: E731
-        return f"  {name:22s}{show(a):>12s}{show(b):>14s}\n"
-
-    return (
-        f"control (random-init model){'trained':>12s}{'random init':>14s}\n"
-        + row("latents alive", "alive")
-        + row("well defined", "well_defined")
-        + row("flagged", "flagged")
-        + row("LBL scored", "lbl_scored")
-        + row("mean LBL", "lbl_mean", "{:.3f}")
-        + row("PW-MCC", "pw_mcc", "{:.3f}")
-    )

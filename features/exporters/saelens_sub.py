@@ -151,7 +151,7 @@ def agreement(ctx: Any, sae: Any, sub: Any, sel: np.ndarray) -> dict[str, Any]: 
     }
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.export.context.ExportContext
+def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     sae = ctx.load_sae()
     w = sub_weights(ctx, sae)
     meta = dict(w.cfg.get("metadata") or {})

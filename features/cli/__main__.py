@@ -1,0 +1,5 @@
+"""`python -m features.cli ARGS`: the same as `xenofeat ARGS` without the console script."""
+
+from features.cli import entry
+
+entry()

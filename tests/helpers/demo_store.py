@@ -1,9 +1,11 @@
-"""A feature store of random arrays, written with `features.store`'s writer: for the viewer's tests and benchmark.
+"""A feature store of random arrays, for the viewer's tests and benchmark, written through the store's one writer.
 
-`build_random_store(run_dir, n_latents=...)` writes `RUN/features/` with every file and dataset the viewer reads,
-in the layout `xenofeat score` writes, without a model, a cache or an SAE, so a store of 16k+ latents takes seconds.
-Values are random but consistent: windows are cut from one token grid, the flag follows the definition's rule, the
-held-out LBL windows are centred on grid positions. Nothing here is a real result.
+`build_random_store(run_dir, n_latents=...)` writes `RUN/features/` with every column and dataset of the schema
+(`features.store.schema`), through `features.store.write_store`, which refuses a table or a dataset list that
+does not match the schema: so this builder cannot drift from what `xenofeat score` writes. No model, cache or SAE
+is needed, so a store of 16k+ latents takes seconds. Values are random but consistent: windows are cut from one
+token grid, the pass columns follow the definition's thresholds and the flag its rule, the held-out LBL windows
+are centred on grid positions. Nothing here is a real result.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from features import store as st
 from features.definition import Definition, definition_to_toml
 from features.flags import apply_flags
+from features.store.schema import table_columns
 
 WORDS = [
     "the",
@@ -114,43 +117,7 @@ def build_random_store(
     flat_tokens = np.where(mask.reshape(-1), -1, grid.reshape(-1))
     doc_ids = (np.arange(n_seq) // 4)[:, None].repeat(seq_len, 1).astype(np.int32)
 
-    firing = rng.integers(0, 2000, F)
-    lbl = rng.random(F)
-    table = pd.DataFrame(
-        {
-            "feature": np.arange(F, dtype=np.int64),
-            "firing_count": firing,
-            "n_docs": np.minimum(firing, rng.integers(0, 80, F)),
-            "density": firing / T,
-            "dense": firing / T > defn.support.max_density,
-            "antipodal_partner": np.full(F, -1, np.int64),
-            "support_pass": firing >= defn.support.min_firing_tokens,
-            "stability": rng.choice([0.0, 0.5, 1.0], F),
-            "match_cos": rng.random(F),
-            "delta_sse": rng.random(F),
-            "null_q95": rng.random(F) * 0.5,
-            "dl_bits": rng.random(F) * 3,
-            "bits_saved": rng.random(F) * 4,
-            "labelability": lbl,
-            "labelability_hi": np.minimum(1, lbl + 0.05),
-            "best_describer": rng.choice(["token", "rule", "semantic"], F),
-            "auroc_token": (1 + lbl) / 2,
-            "auroc_rule": (1 + lbl) / 2 - 0.01,
-            "auroc_semantic": (1 + lbl) / 2 - 0.02,
-            "n_test_pos": np.full(F, n_test // 2, np.int64),
-            "readable": [f"cur in {{{WORDS[i % len(WORDS)]}}}" for i in range(F)],
-            "spearman": rng.random(F),
-            "duplicate": rng.random(F) < 0.05,
-            "composite": rng.random(F) < 0.05,
-            "multi_d": rng.random(F) < 0.02,
-            "mixture": np.zeros(F, bool),
-        }
-    )
-    table["stability_pass"] = table["stability"] >= defn.stability.min_stability
-    table["function_pass"] = table["delta_sse"] > table["null_q95"]
-    table["mdl_pass"] = table["bits_saved"] >= table["dl_bits"]
-    table = apply_flags(table, defn.flag)
-
+    table = _random_table(rng, defn, F, T, n_test)
     n_t = np.full(F, n_top, np.int64)
     n_d = np.full(F, per_decile * 10, np.int64)
     data: dict[str, np.ndarray] = {}
@@ -183,35 +150,77 @@ def build_random_store(
     data["matches/seeds"] = np.asarray(seeds[1:], np.int64)
     data["matches/partner"] = rng.integers(0, F, (len(seeds) - 1, F)).astype(np.int64)
     data["matches/cos"] = rng.random((len(seeds) - 1, F)).astype(np.float32)
+    data["matches/dec_cos"] = rng.random((len(seeds) - 1, F)).astype(np.float32)
     data["downstream/embedding_shift"] = rng.random(F).astype(np.float32)  # an encoder's recorded effect
     data["grid/tokens"], data["grid/mask"], data["grid/doc_ids"] = grid, mask, doc_ids
     data["vocab"] = random_vocab(vocab_size)
-    attrs = {
-        "n_latents": F,
-        "context_size": seq_len,
-        "center": before,
-        "before": before,
-        "after": after,
-        "lbl_window": defn.labelability.window,
-        "hook": "random",
-    }
-    (folder / st.DEFINITION_FILE).write_text(definition_to_toml(defn), encoding="utf-8")
-    st.write_table(folder / st.TABLE_FILE, table)
-    st.write_examples(folder / st.EXAMPLES_FILE, attrs, data)
-    st.write_json(
-        folder / st.SUMMARY_FILE,
-        {
-            "n_latents": F,
-            "alive": int((firing > 0).sum()),
-            "well_defined": int(table["well_defined"].sum()),
-            "flagged": int(table["flag"].sum()),
-            "pw_mcc": 0.5,
-            "tau": defn.stability.tau,
-            "sae": {"path": "seed-0", "d_in": 16, "d_sae": F, "explained_variance": 0.9},
-            "cache": {"path": "cache.h5", "hook": "demo.hook_x", "fingerprint": "demo"},
-            "seeds": list(seeds),
-            "tokens_scored": T,
-            "note": "random store (viewer.demo): not a result",
-        },
+    attrs = st.ExamplesAttrs(
+        n_latents=F,
+        context_size=seq_len,
+        before=before,
+        after=after,
+        lbl_window=defn.labelability.window,
+        hook="random",
     )
-    return folder
+    summary = {
+        "n_latents": F,
+        "alive": int((table["firing_count"] > 0).sum()),
+        "well_defined": int(table["well_defined"].sum()),
+        "flagged": int(table["flag"].sum()),
+        "pw_mcc": 0.5,
+        "tau": defn.stability.tau,
+        "sae": {"path": "seed-0", "d_in": 16, "d_sae": F, "explained_variance": 0.9},
+        "cache": {"path": "cache.h5", "hook": "demo.hook_x", "fingerprint": "demo"},
+        "seeds": list(seeds),
+        "tokens_scored": T,
+        "note": "random store (tests/helpers/demo_store.py): not a result",
+    }
+    return st.write_store(folder, st.StoreContent(table, definition_to_toml(defn), attrs, data, summary))
+
+
+def _random_column(rng: np.random.Generator, name: str, dtype: str, n: int) -> np.ndarray:
+    if dtype == "bool":
+        return rng.random(n) < 0.05
+    if dtype == "int64":
+        return rng.integers(-1, n, n).astype(np.int64)
+    if dtype == "float64":
+        return rng.random(n)
+    return np.array([f"{name}{i}" for i in range(n)], dtype=object)
+
+
+def _random_table(rng: np.random.Generator, defn: Definition, F: int, T: int, n_test: int) -> pd.DataFrame:
+    """Every column of the schema: random values by dtype, then the ones the viewer reads made consistent."""
+    table = pd.DataFrame({"feature": np.arange(F, dtype=np.int64)})
+    for col in table_columns():
+        if col.name in table or col.name in ("well_defined", "flag"):
+            continue
+        table[col.name] = _random_column(rng, col.name, col.dtype, F)
+    firing = rng.integers(0, 2000, F)
+    lbl = rng.random(F)
+    table["firing_count"] = firing
+    table["n_docs"] = np.minimum(firing, rng.integers(0, 80, F))
+    table["density"] = firing / T
+    table["dense"] = firing / T > defn.support.max_density
+    table["antipodal_partner"] = np.full(F, -1, np.int64)
+    table["support_pass"] = firing >= defn.support.min_firing_tokens
+    table["stability"] = rng.choice([0.0, 0.5, 1.0], F)
+    table["null_q95"] = rng.random(F) * 0.5
+    table["dl_bits"] = rng.random(F) * 3
+    table["bits_saved"] = rng.random(F) * 4
+    table["function_model"] = np.full(F, np.nan)  # an offline run: no model effect
+    table["function_model_null_q"] = np.full(F, np.nan)
+    table["labelability"] = lbl
+    table["labelability_hi"] = np.minimum(1, lbl + 0.05)
+    table["best_describer"] = rng.choice(["token", "rule", "semantic"], F)
+    table["auroc_token"] = (1 + lbl) / 2
+    table["auroc_rule"] = (1 + lbl) / 2 - 0.01
+    table["auroc_semantic"] = (1 + lbl) / 2 - 0.02
+    table["n_test_pos"] = np.full(F, n_test // 2, np.int64)
+    table["readable"] = [f"cur in {{{WORDS[i % len(WORDS)]}}}" for i in range(F)]
+    table["duplicate_of"] = np.where(table["duplicate"], (np.arange(F) + 1) % F, -1)
+    table["multi_d"] = rng.random(F) < 0.02
+    table["mixture"] = np.zeros(F, bool)
+    table["stability_pass"] = table["stability"] >= defn.stability.min_stability
+    table["function_pass"] = table["delta_sse"] > table["null_q95"]
+    table["mdl_pass"] = table["bits_saved"] >= table["dl_bits"]
+    return apply_flags(table, defn.flag)

@@ -89,6 +89,43 @@ def _ragged(
     return tok, np.where(tok >= 0, acts, 0).astype(np.float16), centres.astype(np.int64)
 
 
+def _windows(
+    rng: np.random.Generator, F: int, n_top: int, per_decile: int, flat_tokens: np.ndarray, doc_ids: np.ndarray,
+    L: int, before: int, after: int,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The `top/*` and `deciles/*` datasets."""
+    data: dict[str, np.ndarray] = {}
+    for g, counts in (
+        ("top", np.full(F, n_top, np.int64)),
+        ("deciles", np.full(F, per_decile * 10, np.int64)),
+    ):
+        tok, acts, flat = _ragged(rng, counts, flat_tokens, L, before, after)
+        if g == "top":  # top examples in decreasing order of the centre activation, as the scorer writes them
+            off = st.ragged_offsets(counts)
+            for j in range(F):
+                s = slice(off[j], off[j + 1])
+                order = np.argsort(-acts[s, before].astype(np.float32), kind="stable")
+                tok[s], acts[s], flat[s] = tok[s][order], acts[s][order], flat[s][order]
+        data[f"{g}/offsets"] = st.ragged_offsets(counts)
+        data[f"{g}/tokens"], data[f"{g}/acts"], data[f"{g}/flat_idx"] = tok, acts, flat
+        data[f"{g}/doc"] = doc_ids.reshape(-1)[flat]
+    data["deciles/decile"] = np.tile(np.repeat(np.arange(10, dtype=np.int8), per_decile), F)
+    return data
+
+
+def _lbl_test(rng: np.random.Generator, F: int, n_test: int, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The `lbl_test/*` datasets: half positives, centred on unmasked grid positions."""
+    valid = np.flatnonzero(~mask.reshape(-1))
+    label = np.zeros((F, n_test), bool)
+    label[:, : n_test // 2] = True
+    return {
+        "lbl_test/offsets": st.ragged_offsets(np.full(F, n_test, np.int64)),
+        "lbl_test/flat_idx": rng.choice(valid, (F, n_test)).reshape(-1).astype(np.int64),
+        "lbl_test/label": label.reshape(-1),
+        "lbl_test/decile": np.where(label, np.arange(n_test)[None, :] % 10, -1).astype(np.int8).reshape(-1),
+    }
+
+
 def build_random_store(
     run_dir: str | Path,
     n_latents: int = 64,
@@ -118,28 +155,8 @@ def build_random_store(
     doc_ids = (np.arange(n_seq) // 4)[:, None].repeat(seq_len, 1).astype(np.int32)
 
     table = _random_table(rng, defn, F, T, n_test)
-    n_t = np.full(F, n_top, np.int64)
-    n_d = np.full(F, per_decile * 10, np.int64)
-    data: dict[str, np.ndarray] = {}
-    for g, counts in (("top", n_t), ("deciles", n_d)):
-        tok, acts, flat = _ragged(rng, counts, flat_tokens, seq_len, before, after)
-        if g == "top":  # top examples in decreasing order of the centre activation, as the scorer writes them
-            off = st.ragged_offsets(counts)
-            for j in range(F):
-                s = slice(off[j], off[j + 1])
-                order = np.argsort(-acts[s, before].astype(np.float32), kind="stable")
-                tok[s], acts[s], flat[s] = tok[s][order], acts[s][order], flat[s][order]
-        data[f"{g}/offsets"] = st.ragged_offsets(counts)
-        data[f"{g}/tokens"], data[f"{g}/acts"], data[f"{g}/flat_idx"] = tok, acts, flat
-        data[f"{g}/doc"] = doc_ids.reshape(-1)[flat]
-    data["deciles/decile"] = np.tile(np.repeat(np.arange(10, dtype=np.int8), per_decile), F)
-    valid = np.flatnonzero(~mask.reshape(-1))
-    data["lbl_test/offsets"] = st.ragged_offsets(np.full(F, n_test, np.int64))
-    data["lbl_test/flat_idx"] = rng.choice(valid, (F, n_test)).reshape(-1).astype(np.int64)
-    label = np.zeros((F, n_test), bool)
-    label[:, : n_test // 2] = True
-    data["lbl_test/label"] = label.reshape(-1)
-    data["lbl_test/decile"] = np.where(label, np.arange(n_test)[None, :] % 10, -1).astype(np.int8).reshape(-1)
+    data = _windows(rng, F, n_top, per_decile, flat_tokens, doc_ids, seq_len, before, after)
+    data.update(_lbl_test(rng, F, n_test, mask))
     top = rng.random(F).astype(np.float32) + 0.5
     data["hist/edges"] = (np.linspace(0, 1, 21)[None, :] * top[:, None]).astype(np.float32)
     data["hist/counts"] = rng.integers(0, 100, (F, 20)).astype(np.int64)

@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file
 
 from activations.errors import UserError
+from activations.settings import SettingError, Settings, choice, integer, number
 
 TOKEN = "token"
 HASH = "hash"
@@ -62,106 +63,87 @@ TRUTH_VERSION = "1.0"
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(Settings):
     """Everything that determines a synthetic cache; the same config (seed included) gives the same files."""
 
-    d_model: int = 64
+    d_model: int = integer(64, 1)
     """Dimension of the activation vectors."""
-    n_seq: int = 4000
+    n_seq: int = integer(4000, 1)
     """Number of cache sequences (rows of the cache); tokens = n_seq * context_size."""
-    context_size: int = 64
+    context_size: int = integer(64, 4)
     """Tokens per sequence, the [CLS] token at position 0 included."""
-    vocab_size: int = 1000
+    vocab_size: int = integer(1000, 1)
     """Vocabulary size, the two special tokens [CLS] (id 0) and [PAD] (id 1) included."""
-    token_zipf_exponent: float = 1.0
+    token_zipf_exponent: float = number(1.0, 0.0, lo_open=True)
     """Exponent s of the Zipf-Mandelbrot token distribution p(rank) ~ 1 / (rank + offset) ** s."""
-    token_zipf_offset: float = 2.7
+    token_zipf_offset: float = number(2.7, 0.0)
     """Offset of the Zipf-Mandelbrot token distribution (2.7 as fitted to English; flattens the head)."""
-    doc_len_mean: int = 200
+    doc_len_mean: int = integer(200, 1)
     """Mean document length in tokens (geometric lengths); documents run across sequence boundaries."""
-    doc_len_min: int = 16
+    doc_len_min: int = integer(16, 1)
     """Shortest document, in tokens."""
-    n_token: int = 48
+    n_token: int = integer(48, 0)
     """Features that fire exactly on a small planted set of current tokens."""
-    token_set_max: int = 3
+    token_set_max: int = integer(3, 1)
     """Each token feature fires on 1 .. token_set_max distinct token ids (sets of different features are disjoint)."""
-    n_hash: int = 56
+    n_hash: int = integer(56, 0)
     """Features that fire when a salted hash of the last `hash_window` tokens falls in a range."""
-    hash_window: int = 3
+    hash_window: int = integer(3, 1)
     """Tokens (the current one included) that the hash features hash."""
-    n_hidden: int = 56
+    n_hidden: int = integer(56, 0)
     """Features driven by a hidden per-document Markov state that does not influence the tokens."""
-    hidden_run_length: float = 6.0
+    hidden_run_length: float = number(6.0, 1.0)
     """Mean length, in tokens, of a hidden feature's bursts (runs of the on state)."""
-    n_dense_pair: int = 1
+    n_dense_pair: int = integer(1, 0)
     """Dense antipodal pairs: one direction, firing with + sign on some tokens and - sign on others."""
-    dense_density: float = 0.12
+    dense_density: float = number(0.12, 0.0, 0.5, lo_open=True)
     """Fraction of tokens on which each side of a dense pair fires (so both sides are dense, > 0.1)."""
-    n_circle: int = 1
+    n_circle: int = integer(1, 0)
     """Planted circles: two orthonormal directions with values r (cos t, sin t) on a cyclic token set."""
-    circle_points: int = 7
+    circle_points: int = integer(7, 3)
     """Tokens on each circle, at equally spaced angles (like the days of the week)."""
-    circle_freq: float = 0.03
+    circle_freq: float = number(0.03, 0.0, 0.5, lo_open=True)
     """Target fraction of tokens on which a circle fires (the summed frequency of its tokens)."""
-    freq_max: float = 0.08
+    freq_max: float = number(0.08, 0.0, 0.5, lo_open=True)
     """Firing frequency of the most frequent token/hash/hidden feature (Zipf-like ranks from max to min)."""
-    freq_min: float = 0.005
+    freq_min: float = number(0.005, 0.0, 0.5, lo_open=True)
     """Firing frequency of the rarest token/hash/hidden feature."""
-    magnitude_mean: float = 1.0
+    magnitude_mean: float = number(1.0, 0.0, lo_open=True)
     """Mean of the normal whose absolute value gives each firing's magnitude."""
-    magnitude_std: float = 0.25
+    magnitude_std: float = number(0.25, 0.0)
     """Standard deviation of that normal."""
-    scale_min: float = 0.75
+    scale_min: float = number(0.75, 0.0, lo_open=True)
     """Each feature's magnitudes are scaled by a factor drawn uniformly from [scale_min, scale_max]."""
-    scale_max: float = 1.5
+    scale_max: float = number(1.5, 0.0, lo_open=True)
     """Upper end of the per-feature scale."""
-    noise_std: float = 0.05
+    noise_std: float = number(0.05, 0.0)
     """Standard deviation, per dimension, of the isotropic Gaussian noise added to every token but padding."""
-    special_norm: float = 8.0
+    special_norm: float = number(8.0, 0.0)
     """Norm of the [CLS] vector (an outlier, like real special tokens; masked)."""
-    seed: int = 0
+    seed: int = integer(0, 0)
     """Seed of every random choice (directions, tokens, firings, magnitudes, noise, hash salts)."""
-    dtype: str = "float16"
+    dtype: str = choice("float16", "float16", "float32")
     """Storage dtype of the cache's activations: float16 or float32."""
 
-    def __post_init__(self) -> None:
-        positive_ints = ("d_model", "n_seq", "vocab_size", "doc_len_mean", "doc_len_min", "token_set_max")
-        positive_ints += ("hash_window", "circle_points")
-        for name in positive_ints:
-            _check(
-                name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "a positive integer"
-            )
-        for name in ("n_token", "n_hash", "n_hidden", "n_dense_pair", "n_circle"):
-            _check(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 0, "an integer >= 0")
-        _check(
-            "context_size", isinstance(self.context_size, int) and self.context_size >= 4, "an integer >= 4"
-        )
-        _check("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
-        _check("dtype", self.dtype in ("float16", "float32"), "float16 or float32")
-        _check(
-            "n_token", self.n_features >= 1, "such that at least one feature is planted (all counts are 0)"
-        )
-        _check("doc_len_min", self.doc_len_min <= self.doc_len_mean, "<= doc_len_mean")
-        _check("freq_max", 0 < self.freq_max <= 0.5, "in (0, 0.5]")
-        _check("freq_min", 0 < self.freq_min <= self.freq_max, "in (0, freq_max]")
-        _check("dense_density", 0 < self.dense_density <= 0.5, "in (0, 0.5]")
-        _check("circle_freq", 0 < self.circle_freq <= 0.5, "in (0, 0.5]")
-        _check("circle_points", self.circle_points >= 3, ">= 3")
-        _check("hidden_run_length", self.hidden_run_length >= 1, ">= 1")
-        _check("token_zipf_exponent", self.token_zipf_exponent > 0, "> 0")
-        _check("token_zipf_offset", self.token_zipf_offset >= 0, ">= 0")
-        _check("magnitude_mean", self.magnitude_mean > 0, "> 0")
-        _check("magnitude_std", self.magnitude_std >= 0, ">= 0")
-        _check("scale_min", 0 < self.scale_min <= self.scale_max, "in (0, scale_max]")
-        _check("noise_std", self.noise_std >= 0, ">= 0")
-        _check("special_norm", self.special_norm >= 0, ">= 0")
-        _check("d_model", self.d_model >= 2 or self.n_circle == 0, ">= 2 for a circle")
+    def check(self) -> None:
+        """Rules across fields (each field's own range is declared with it)."""
+        if self.n_features < 1:
+            raise SettingError("n_token", self.n_token, "must be such that at least one feature is planted")
+        if self.doc_len_min > self.doc_len_mean:
+            raise SettingError("doc_len_min", self.doc_len_min, "must be <= doc_len_mean")
+        if self.freq_min > self.freq_max:
+            raise SettingError("freq_min", self.freq_min, "must be in (0, freq_max]")
+        if self.scale_min > self.scale_max:
+            raise SettingError("scale_min", self.scale_min, "must be in (0, scale_max]")
+        if self.d_model < 2 and self.n_circle > 0:
+            raise SettingError("d_model", self.d_model, "must be >= 2 for a circle")
         needed = self.n_token * self.token_set_max + self.n_circle * self.circle_points
-        _check(
-            "vocab_size",
-            self.vocab_size - 2 >= needed,
-            f"large enough for the planted token sets ({needed} + 2)",
-        )
+        if self.vocab_size - 2 < needed:
+            raise SettingError(
+                "vocab_size",
+                self.vocab_size,
+                f"must be large enough for the planted token sets ({needed} + 2)",
+            )
 
     @property
     def n_features(self) -> int:
@@ -183,11 +165,6 @@ class SynthConfig:
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: unknown SynthConfig field(s)")
         return cls(**d)
-
-
-def _check(name: str, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}: must be {what}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Viewer speed on a 16,384-latent store: first load of the overview, and showing a feature page after selection.
 
-Builds a random store with features.store's writer (viewer.demo), then drives the real app with AppTest:
+Builds a random store with the store's one writer (tests/helpers/demo_store.py), then drives the real app with AppTest:
 - first load: a fresh AppTest run with empty caches (opens the store, draws the overview);
 - page switch: selecting latents one after another on the feature page (each rerun reads that latent's slices);
 - baseline, in the same script: an AppTest run of a trivial one-line app, the fixed cost of a rerun.
@@ -22,14 +22,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the shared test builders (tests/helpers/)
 torch.set_num_threads(1)
 
 
 def main() -> None:
     import streamlit as st
+    from helpers.demo_store import build_random_store
     from streamlit.testing.v1 import AppTest
-
-    from viewer.demo import build_random_store
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--latents", type=int, default=16384)

@@ -1,28 +1,62 @@
-"""The flag rule: well defined by WDF-v1 (C1-C4) yet resisting every human-style description (LBL-v1).
+"""The flag rule: well defined by the definition's gating criteria yet resisting every human-style description.
 
-`well_defined = C1 & C2 & C3 & C4`; `flag = well_defined & (labelability < max_lbl) & (labelability_hi < max_lbl_hi)
+`well_defined` = the conjunction of the pass columns of every criterion that gates (C1-C4, read from the registry
+`features.criteria.registry`); `flag = well_defined & (labelability < max_lbl) & (labelability_hi < max_lbl_hi)
 & (n_test_pos >= min_test_pos)`. A latent whose labelability was not measured (NaN) is never flagged: every
 comparison with NaN is false. Vectorised over a table (a pandas DataFrame or a mapping of equal-length arrays).
+This module also owns the `[flag]` section, the `well_defined` / `flag` columns and the flag's rows of the viewer's
+verdict table (`verdict_table`, which reads every criterion's declared rows first).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from features.definition import FlagConfig
+from activations.settings import Settings, integer, number
+from features.columns import Column
+from features.criteria.registry import VerdictRow, criteria, pass_columns
 
-CRITERIA_COLUMNS = ("support_pass", "stability_pass", "function_pass", "mdl_pass")
-"""Boolean columns C1-C4 the flag needs, in order."""
+
+@dataclass(frozen=True)
+class FlagConfig(Settings):
+    """The flag: well defined (C1-C4) and resisting every describer, with enough held-out evidence."""
+
+    max_lbl: float = number(0.4, 0.0, 1.0, lo_open=True)
+    """Labelability must be below this."""
+    max_lbl_hi: float = number(0.5, 0.0, 1.0, lo_open=True)
+    """The bootstrap upper bound of labelability must be below this."""
+    min_test_pos: int = integer(50, 0)
+    """Fewest held-out positive windows behind the labelability score."""
+
+
 LBL_COLUMNS = ("labelability", "labelability_hi", "n_test_pos")
+"""The labelability columns the flag reads."""
+
+COLUMNS = (
+    Column("well_defined", "bool", "passes every gating criterion (C1 & C2 & C3 & C4)", "flag"),
+    Column("flag", "bool", "well defined and resisting labels (the flag rule of the definition)", "flag"),
+)
+
+VERDICTS = (
+    VerdictRow("labelability (LBL)", "labelability", "<", setting="max_lbl"),
+    VerdictRow("LBL bootstrap upper bound", "labelability_hi", "<", setting="max_lbl_hi"),
+    VerdictRow("held-out positives", "n_test_pos", "≥", setting="min_test_pos"),
+)
 
 
-def well_defined(c1: np.ndarray, c2: np.ndarray, c3: np.ndarray, c4: np.ndarray) -> np.ndarray:
-    """(F,) bool: passes C1-C4."""
-    return np.asarray(c1, bool) & np.asarray(c2, bool) & np.asarray(c3, bool) & np.asarray(c4, bool)
+def well_defined(table: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+    """(F,) bool: passes every gating criterion of the registry."""
+    cols = pass_columns()
+    out = np.asarray(table[cols[0]], bool).copy()
+    for c in cols[1:]:
+        out &= np.asarray(table[c], bool)
+    return out
 
 
 def flag(
@@ -45,12 +79,12 @@ def flag(
 
 
 def apply_flags(table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig) -> pd.DataFrame:
-    """The table with `well_defined` and `flag` columns added (from CRITERIA_COLUMNS and LBL_COLUMNS)."""
+    """The table with `well_defined` and `flag` columns added (from the gating criteria and LBL_COLUMNS)."""
     df = pd.DataFrame(table).copy()
-    missing = [c for c in CRITERIA_COLUMNS + LBL_COLUMNS if c not in df.columns]
+    missing = [c for c in pass_columns() + LBL_COLUMNS if c not in df.columns]
     if missing:
         raise KeyError(f"the flag needs columns {', '.join(missing)}")
-    df["well_defined"] = well_defined(*(df[c].to_numpy() for c in CRITERIA_COLUMNS))
+    df["well_defined"] = well_defined(df)
     df["flag"] = flag(
         df["well_defined"].to_numpy(),
         df["labelability"].to_numpy(),
@@ -84,6 +118,39 @@ def summarize(table: pd.DataFrame) -> FlagSummary:
         alive=alive,
         well_defined=int(table["well_defined"].sum()),
         flagged=int(table["flag"].sum()),
-        passes={c: int(table[c].sum()) for c in CRITERIA_COLUMNS if c in table},
+        passes={c: int(table[c].sum()) for c in pass_columns() if c in table},
         flagged_by_describer=by_describer,
     )
+
+
+# ---- the viewer's verdict table --------------------------------------------------------------------------------
+
+
+def _verdict(rule: VerdictRow, row: Mapping[str, Any], cfg: Any) -> tuple[str, float, str, float, str]:  # noqa: ANN401
+    def g(c: str) -> float:
+        v = row.get(c)
+        return float(v) if v is not None else float("nan")
+
+    names = {f.name for f in fields(cfg)}
+    thr = float(getattr(cfg, rule.setting)) if rule.setting in names else g(rule.column or "")
+    value, col = g(rule.value), rule.verdict
+    if col is not None and col in row and rule.rule.startswith("tag"):
+        verdict = "tagged" if bool(row[col]) else "–"
+    elif col is not None and col in row:
+        verdict = "pass" if bool(row[col]) else "fail"
+    elif math.isnan(value) or math.isnan(thr):
+        verdict = "–"
+    else:
+        ok = {"<": value < thr, "≥": value >= thr, ">": value > thr}.get(rule.rule)
+        verdict = ("pass" if ok else "fail") if ok is not None else ("tagged" if value >= thr else "–")
+    return rule.quantity, value, rule.rule, thr, verdict
+
+
+def verdict_table(row: Mapping[str, Any], defn: Any) -> list[tuple[str, str, float, str, float, str]]:  # noqa: ANN401
+    """(criterion, quantity, value, rule, threshold, verdict) for every row every criterion declares, then the flag's;
+    `defn` is the `features.definition.Definition` the store was scored with (the thresholds)."""
+    out = []
+    for c in criteria():
+        cfg = defn.section(c.name)
+        out += [(v.label or c.label, *_verdict(v, row, cfg)) for v in c.verdicts]
+    return out + [("flag", *_verdict(v, row, defn.flag)) for v in VERDICTS]

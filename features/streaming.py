@@ -7,7 +7,8 @@ to the C3 accumulator (`features.criteria.function.FunctionAccumulator`). At the
 empty. Memory is bounded by `max_tokens`: O(max_tokens * L0) for the codes plus one chunk of dense activations.
 
 Antipodal pairs are only known once densities are (after the pass), while the accumulator takes `partner` up front
-for its co-firing sums; `finish_function` fills those sums from the csc matrix afterwards, which is the same sum.
+for its co-firing sums; C3's compute fills those sums from the csc matrix afterwards
+(`FunctionAccumulator.set_partner`), which is the same sum.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class PassResult:
     tokens: np.ndarray  # (n_seq, L) int32 of the scored sequences
     doc_ids: np.ndarray  # (n_seq, L) int32
     mask: np.ndarray  # (n_seq, L) bool, True = excluded
-    function: FunctionAccumulator  # C3 sums (partner filled in by `finish_function`)
+    function: FunctionAccumulator  # C3 sums (partner filled in by C3's compute)
     n_tokens: int  # unmasked tokens scored
     sum_sq: float  # Σ ‖x_t‖² over scored tokens
     sum_x: np.ndarray  # (d,) Σ x_t, for the explained variance
@@ -131,13 +132,3 @@ def stream(
         sum_x=sum_x,
         l0=nnz / max(n_tok, 1),
     )
-
-
-def finish_function(acc: FunctionAccumulator, acts_csc: sp.csc_matrix, partner: np.ndarray) -> None:
-    """Give the accumulator the antipodal partners found after the pass, with their co-firing sums Σ a_i a_j."""
-    acc.partner = np.asarray(partner, dtype=np.int64)
-    acc.pair_cofire = np.zeros(len(partner))
-    paired = np.flatnonzero(acc.partner >= 0)
-    if len(paired):
-        prod = acts_csc[:, paired].multiply(acts_csc[:, acc.partner[paired]])
-        acc.pair_cofire[paired] = np.asarray(prod.sum(axis=0)).ravel()

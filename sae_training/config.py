@@ -1,8 +1,10 @@
-"""The training configuration of an SAE ensemble: one frozen dataclass, validated once, loadable from TOML.
+"""The training configuration of an SAE ensemble: one frozen `Settings` dataclass, validated once, loadable from TOML.
 
-`TrainConfig` names options the way the CLI does (`--k` is `k`, `--batch-size` is `batch_size`); every
-`ValueError` raised here starts with the option at fault, so the CLI can pass it on as a one-line `UserError`.
-Sizes that depend on the cache (the width from `expansion` and d_in) are checked by `resolve(d_in)`.
+`TrainConfig` is declared with `activations.settings` (each field's range and help; cross-field rules in `check()`)
+and names options the way the CLI does (`--k` is `k`, `--batch-size` is `batch_size`); every `ValueError` raised
+here starts with the option at fault, so the CLI can pass it on as a one-line `UserError`. Sizes that depend on the
+cache (the width from `expansion` and d_in) are checked by `resolve(d_in)`. `PRESETS` names settings that differ
+from the defaults for a reason (`small-corpus`: what `xenofeat run` trains with).
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from activations.settings import (
+    SettingError,
+    Settings,
+    choice,
+    integer,
+    integers,
+    number,
+    option_name,
+    switch,
+    toml_value,
+)
 
 # our architecture names -> sae-lens training-registry names
 ARCHS: dict[str, str] = {
@@ -30,125 +44,126 @@ MAX_BATCH = 1 << 20
 MAX_TOKENS = 10**13
 
 
-def _opt(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class TrainConfigError(ValueError):
+    """A bad training setting; the message starts with the option at fault (`--k: ...`)."""
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class Preset:
+    """A named set of training settings that differ from the defaults, and why."""
+
+    values: dict[str, Any]
+    reason: str
+
+
+PRESETS: dict[str, Preset] = {
+    "small-corpus": Preset(
+        {"tokens": 1_500_000, "lr": 1e-3, "dead_after_tokens": 200_000, "checkpoint_every": 500_000},
+        "for a corpus of a few hundred thousand tokens trained in minutes on a CPU (`xenofeat run`'s embedded "
+        "default, ~430k tokens): 1.5M tokens is ~3.5 epochs, which a learning rate of 1e-3 (not 3e-4) converges "
+        "in; a latent silent for 200k tokens (half an epoch, not 1M) counts as dead so that AuxK revives it within "
+        "the short run; a checkpoint every 500k tokens so an interruption loses at most a third of it",
+    ),
+}
+"""Named presets (`TrainConfig.preset(name)`); the defaults suit corpora of millions of tokens."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(Settings):
     """Everything that determines a training run (besides the cache and the hook)."""
 
-    arch: str = "topk"
+    arch: str = choice("topk", *ARCHS)
     """SAE architecture: topk, batchtopk, jumprelu, standard, gated or matryoshka (sae-lens's classes)."""
-    width: int | None = None
+    width: int | None = integer(None, 1, optional=True)
     """Number of latents (d_sae); overrides `expansion` when set."""
-    expansion: float = 8.0
+    expansion: float = number(8.0, 0.0, lo_open=True)
     """d_sae = round(expansion x d_in) when `width` is not set."""
-    k: int = 32
+    k: int = integer(32, 1)
     """Active latents per token (topk), or on average per token (batchtopk, matryoshka)."""
-    l1: float = 0.05
+    l1: float = number(0.05, 0.0)
     """L1 coefficient (standard, gated); in units of the normalised activations (unit mean squared norm)."""
-    l0_coefficient: float = 1.0
+    l0_coefficient: float = number(1.0, 0.0)
     """Sparsity coefficient of jumprelu's L0 loss."""
-    target_l0: float | None = None
+    target_l0: float | None = number(None, 0.0, lo_open=True, optional=True)
     """jumprelu only: target L0 for sae-lens's quadratic sparsity loss (otherwise its 'step' L0 loss is used)."""
-    matryoshka_widths: tuple[int, ...] = ()
+    matryoshka_widths: tuple[int, ...] = integers(())
     """matryoshka only: nested widths; empty means d_sae/8, d_sae/4, d_sae/2 (d_sae is always the last)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = integers((0, 1, 2), 0, min_len=1)
     """One ensemble member per seed: its initialisation and its order of batches."""
-    tokens: int = 2_000_000
+    tokens: int = integer(2_000_000, 1)
     """Training tokens per member."""
-    batch_size: int = 4096
+    batch_size: int = integer(4096, 1)
     """Tokens per training step."""
-    lr: float = 3e-4
+    lr: float = number(3e-4, 0.0, lo_open=True)
     """Adam learning rate."""
-    lr_warmup_steps: int = 0
+    lr_warmup_steps: int = integer(0, 0)
     """Linear warm-up steps of the learning rate."""
-    lr_decay_fraction: float = 0.2
+    lr_decay_fraction: float = number(0.2, 0.0, 1.0)
     """Fraction of the steps, at the end, over which the learning rate decays linearly to 0."""
-    adam_beta1: float = 0.9
+    adam_beta1: float = number(0.9, 0.0, 1.0, hi_open=True)
     """Adam beta1."""
-    adam_beta2: float = 0.999
+    adam_beta2: float = number(0.999, 0.0, 1.0, hi_open=True)
     """Adam beta2."""
-    grad_clip: float = 1.0
+    grad_clip: float = number(1.0, 0.0, lo_open=True)
     """Gradient-norm clip (sae-lens's trainer uses 1.0)."""
-    aux_coefficient: float = 1.0
+    aux_coefficient: float = number(1.0, 0.0)
     """Weight of the TopK auxiliary (AuxK) loss that revives dead latents."""
-    dead_after_tokens: int = 1_000_000
+    dead_after_tokens: int = integer(1_000_000, 1)
     """A latent that has not fired for this many tokens counts as dead (and feeds the AuxK loss)."""
-    warmup_steps_sparsity: int = 0
+    warmup_steps_sparsity: int = integer(0, 0)
     """Linear warm-up steps of the sparsity coefficient (l1 / l0)."""
-    checkpoint_every: int = 1_000_000
+    checkpoint_every: int = integer(1_000_000, 0)
     """Save a resumable checkpoint every this many tokens (0: only at the end)."""
-    eval_fraction: float = 0.05
+    eval_fraction: float = number(0.05, 0.0, 1.0, lo_open=True, hi_open=True)
     """The last fraction of the cache's sequences is held out for the final metrics."""
-    eval_tokens: int = 200_000
+    eval_tokens: int = integer(200_000, 1)
     """At most this many held-out tokens are used for the final metrics."""
-    pool_batches: int = 16
+    pool_batches: int = integer(16, 1)
     """Batches per shuffle pool: a pool is read once and served to every member in its own random order."""
-    data_seed: int = 0
+    data_seed: int = integer(0, 0)
     """Seed of the order in which cache chunks are read into pools (shared by the members)."""
-    norm_sample_tokens: int = 65_536
+    norm_sample_tokens: int = integer(65_536, 1)
     """Tokens used to estimate the normalisation factor."""
-    log_every: int = 50
+    log_every: int = integer(50, 1)
     """Steps between lines of the metrics log."""
-    downstream_seqs: int = 16
+    downstream_seqs: int = integer(16, 0)
     """Held-out sequences used for the downstream (splice) metric; 0 turns it off."""
-    max_memory_gb: float | None = None
+    max_memory_gb: float | None = number(None, 0.0, lo_open=True, optional=True)
     """Memory budget for the up-front estimate; default: the machine's available memory."""
-    deterministic: bool = True
+    deterministic: bool = switch(True)
     """Bit-reproducible training at any thread count (torch's deterministic algorithms; parallel float reductions in
     the sparse backward otherwise differ by ~1e-7 per step and drift). About 10% slower on CPU; false for speed."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra architecture fields passed to the sae-lens training config verbatim (advanced)."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"--arch: {self.arch!r} is not one of {', '.join(ARCHS)}")
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        object.__setattr__(self, "matryoshka_widths", tuple(int(w) for w in self.matryoshka_widths))
-        positive = (
-            "k",
-            "tokens",
-            "batch_size",
-            "pool_batches",
-            "eval_tokens",
-            "norm_sample_tokens",
-            "log_every",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{_opt(name)}: must be positive, got {getattr(self, name)}")
-        for name in ("lr", "expansion", "grad_clip", "dead_after_tokens"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{_opt(name)}: must be positive, got {getattr(self, name)}")
-        for name in ("l1", "l0_coefficient", "aux_coefficient", "lr_warmup_steps", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{_opt(name)}: must not be negative, got {getattr(self, name)}")
-        if self.downstream_seqs < 0:
-            raise ValueError(f"--downstream-seqs: must not be negative, got {self.downstream_seqs}")
-        if self.width is not None and not 0 < self.width <= MAX_WIDTH:
-            raise ValueError(f"--width: {self.width} is absurd or not positive (1 to {MAX_WIDTH})")
+        try:
+            super().__post_init__()
+        except SettingError as err:
+            shown = toml_value(err.value) if isinstance(err.value, int | float | str) else repr(err.value)
+            raise TrainConfigError(f"{option_name(err.key)}: {shown} {err.expected}") from None
+
+    def check(self) -> None:
+        """Rules across fields, and values beyond which a setting is a typo, not a plan."""
+        if self.width is not None and self.width > MAX_WIDTH:
+            raise SettingError("width", self.width, f"is absurd (at most {MAX_WIDTH})")
         if self.width is not None and self.k >= self.width:
-            raise ValueError(f"--k: k={self.k} must be smaller than the width ({self.width})")
+            raise SettingError("k", self.k, f"must be smaller than the width ({self.width})")
         if self.batch_size > MAX_BATCH:
-            raise ValueError(f"--batch-size: {self.batch_size} is absurd (at most {MAX_BATCH})")
+            raise SettingError("batch_size", self.batch_size, f"is absurd (at most {MAX_BATCH})")
         if self.tokens > MAX_TOKENS:
-            raise ValueError(f"--tokens: {self.tokens} is absurd (at most {MAX_TOKENS})")
+            raise SettingError("tokens", self.tokens, f"is absurd (at most {MAX_TOKENS})")
         if self.tokens < self.batch_size:
-            raise ValueError(f"--tokens: {self.tokens} is less than one batch ({self.batch_size})")
-        if not self.seeds:
-            raise ValueError("--seeds: give at least one seed")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"--seeds: seeds must be distinct and non-negative, got {list(self.seeds)}")
-        if not 0 < self.eval_fraction < 1:
-            raise ValueError(f"--eval-fraction: must be in (0, 1), got {self.eval_fraction}")
-        if not 0 <= self.lr_decay_fraction <= 1:
-            raise ValueError(f"--lr-decay-fraction: must be in [0, 1], got {self.lr_decay_fraction}")
-        if self.target_l0 is not None and not self.target_l0 > 0:
-            raise ValueError(f"--target-l0: must be positive, got {self.target_l0}")
-        if self.max_memory_gb is not None and not self.max_memory_gb > 0:
-            raise ValueError(f"--max-memory-gb: must be positive, got {self.max_memory_gb}")
+            raise SettingError("tokens", self.tokens, f"is less than one batch ({self.batch_size})")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise SettingError("seeds", list(self.seeds), "must be distinct")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The config of a named preset (`PRESETS`), with `overrides` on top."""
+        if name not in PRESETS:
+            raise TrainConfigError(f"--preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[name].values, **overrides})
 
     # -- derived values ------------------------------------------------------------------------------------------
     def d_sae(self, d_in: int) -> int:

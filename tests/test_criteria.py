@@ -10,22 +10,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from features.criteria.atomicity import atomicity
-from features.criteria.function import FunctionAccumulator
-from features.criteria.geometry import geometry, mixture_index, separability
-from features.criteria.mdl import activation_entropy, binary_entropy, mdl
-from features.criteria.stability import stability
-from features.criteria.support import SupportAccumulator, antipodal_pairs, support, with_pairs
-from features.definition import (
-    AtomicityConfig,
-    FlagConfig,
-    FunctionConfig,
-    GeometryConfig,
-    MDLConfig,
-    StabilityConfig,
-    SupportConfig,
-)
-from features.flags import apply_flags, summarize
+from features.criteria.atomicity import AtomicityConfig, atomicity
+from features.criteria.function import FunctionAccumulator, FunctionConfig
+from features.criteria.geometry import GeometryConfig, geometry, mixture_index, separability
+from features.criteria.mdl import MDLConfig, activation_entropy, binary_entropy, mdl
+from features.criteria.stability import StabilityConfig, stability
+from features.criteria.support import SupportAccumulator, SupportConfig, antipodal_pairs, support, with_pairs
+from features.flags import FlagConfig, apply_flags, summarize
 
 torch.set_num_threads(1)
 

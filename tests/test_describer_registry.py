@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers.demo_store import build_random_store
 
 from features.columns import Column
 from features.labelability import (
@@ -29,7 +30,6 @@ from features.labelability import (
     unregister_describer,
 )
 from features.store import FeatureStore
-from viewer.demo import build_random_store
 from viewer.feature_page import describer_rows
 from viewer.table import describer_choices, shown_columns
 

@@ -11,13 +11,13 @@ import h5py
 import numpy as np
 import pytest
 import streamlit as st
+from helpers.demo_store import build_random_store
 from scored_run import scored_run  # noqa: F401 - session fixture
 from streamlit.testing.v1 import AppTest
 
 from features.labels import read_attempts
 from features.sets import load_sets
 from features.store import FeatureStore
-from viewer.demo import build_random_store
 
 APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from helpers.demo_store import WORDS, build_random_store
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from activations.errors import UserError
 from features.sets import load_sets
 from features.store import FeatureStore
-from viewer.demo import WORDS, build_random_store
 from viewer.render import md_code, md_text
 
 APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from features.flags import verdict_table
 from features.labelability import registered_describers
 from features.store import FeatureStore
 from viewer import data, label_panel, nav, sets_panel
@@ -20,40 +21,12 @@ from viewer.render import md_code, md_text, windows_html
 
 
 def criteria_rows(row: pd.Series, defn: Any) -> pd.DataFrame:  # noqa: ANN401 - features.definition.Definition
-    """Every WDF criterion, tag and flag condition: value, rule, threshold (from the definition), verdict."""
-    s, stab, fl, at, geo = defn.support, defn.stability, defn.flag, defn.atomicity, defn.geometry
-
-    def g(c: str) -> float:
-        return float(row[c]) if c in row and row[c] is not None else float("nan")
-
-    spec = [  # (criterion, quantity, value, rule, threshold, verdict column or None)
-        ("C1 support", "firing tokens", g("firing_count"), "≥", s.min_firing_tokens, "support_pass"),
-        ("C1 support", "documents", g("n_docs"), "≥", s.min_documents, "support_pass"),
-        ("C2 stability", "fraction of other seeds matched", g("stability"), "≥", stab.min_stability, "stability_pass"),
-        ("C2 stability", "mean matched cosine", g("match_cos"), "≥ (per seed)", stab.tau, "stability_pass"),
-        ("C3 function", "Δ squared error when removed", g("delta_sse"), ">", g("null_q95"), "function_pass"),
-        ("C3 function (model)", "effect on the output (attribution)", g("function_model"), ">", g("function_model_null_q"), None),
-        ("C4 description length", "bits saved", g("bits_saved"), "≥", g("dl_bits"), "mdl_pass"),
-        ("C5 atomicity (tag)", "max decoder cos to another", g("max_cos_other"), "tag duplicate if ≥", at.duplicate_cos, "duplicate"),
-        ("C5 atomicity (tag)", "meta-SAE reconstruction cos", g("meta_recon_cos"), "tag composite if ≥", at.metasae_recon_cos, "composite"),
-        ("C6 geometry (tag)", "separability S (bits)", g("separability"), "tag multi_d if ≥", geo.separability_bits, "multi_d"),
-        ("C6 geometry (tag)", "mixture index M", g("mixture_index"), "tag mixture if ≥", geo.mixture_index, "mixture"),
-        ("flag", "labelability (LBL)", g("labelability"), "<", fl.max_lbl, None),
-        ("flag", "LBL bootstrap upper bound", g("labelability_hi"), "<", fl.max_lbl_hi, None),
-        ("flag", "held-out positives", g("n_test_pos"), "≥", fl.min_test_pos, None),
-    ]  # fmt: skip
-    out = []
-    for crit, what, value, rule, thr, col in spec:
-        if col is not None and col in row and rule.startswith("tag"):
-            verdict = "tagged" if bool(row[col]) else "–"
-        elif col is not None and col in row:
-            verdict = "pass" if bool(row[col]) else "fail"
-        elif math.isnan(value) or (isinstance(thr, float) and math.isnan(thr)):
-            verdict = "–"
-        else:
-            ok = {"<": value < thr, "≥": value >= thr, ">": value > thr}.get(rule)
-            verdict = ("pass" if ok else "fail") if ok is not None else ("tagged" if value >= thr else "–")
-        out.append((crit, what, _num(value), rule, _num(thr), verdict))
+    """Every criterion's declared verdict rows, then the flag's: value, rule, threshold (from the definition),
+    verdict (`features.flags.verdict_table`, which reads the criteria registry)."""
+    out = [
+        (crit, what, _num(v), rule, _num(thr), verdict)
+        for crit, what, v, rule, thr, verdict in verdict_table(row, defn)
+    ]
     return pd.DataFrame(out, columns=["criterion", "quantity", "value", "rule", "threshold", "verdict"])
 
 

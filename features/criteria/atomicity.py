@@ -10,13 +10,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from features.definition import AtomicityConfig
+from activations.settings import Settings, integer, number
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Outcome, VerdictRow
 from sae_training.matching import unit_rows
+
+
+@dataclass(frozen=True)
+class AtomicityConfig(Settings):
+    """C5 atomicity (tag): near-duplicate decoder rows, and rows composed of meta-SAE latents."""
+
+    duplicate_cos: float = number(0.9, 0.0, 1.0, lo_open=True)
+    """Decoder cosine to another latent (not the antipodal partner) at which a latent is tagged duplicate."""
+    metasae_width_ratio: float = number(0.25, 0.0, 4.0, lo_open=True)
+    """Meta-SAE width as a fraction of the number of latents (SAEBench: 0.25)."""
+    metasae_k: int = integer(4, 1, 1024)
+    """Active meta-latents per decoder row (BatchTopK k)."""
+    metasae_recon_cos: float = number(0.9, 0.0, 1.0, lo_open=True)
+    """Cosine of a row with its meta-SAE reconstruction at which it is tagged composite."""
+    metasae_min_latents: int = integer(2, 1, 1024)
+    """Fewest active meta-latents in a composite reconstruction."""
+    metasae_steps: int = integer(300, 1, 1_000_000)
+    """Training steps of the meta-SAE (kept small: it runs on CPU)."""
+    metasae_batch: int = integer(512, 1, 1 << 20)
+    """Decoder rows per meta-SAE step."""
+    metasae_lr: float = number(1e-3, 0.0, 1.0, lo_open=True)
+    """Adam learning rate of the meta-SAE."""
+    seed: int = integer(0, 0)
+    """Seed of the meta-SAE's initialisation and batches."""
 
 
 class AtomicityResult(NamedTuple):
@@ -115,3 +142,39 @@ def atomicity(
         composite=(cos >= cfg.metasae_recon_cos) & (n_active >= cfg.metasae_min_latents),
         meta_fve=fve,
     )
+
+
+def _compute(ctx: Context, cfg: AtomicityConfig) -> Outcome:
+    atom = atomicity(ctx.dec, cfg, ctx.partner)
+    columns = {
+        "duplicate": atom.duplicate,
+        "duplicate_of": np.where(atom.duplicate, atom.nearest, -1),
+        "max_cos_other": atom.max_cos_other,
+        "composite": atom.composite,
+        "meta_recon_cos": atom.meta_recon_cos,
+    }
+    return Outcome(columns, atom, sae_summary={"meta_sae_fve": atom.meta_fve})
+
+
+_OWNER = "criterion:atomicity"
+CRITERION = Criterion(
+    number=5,
+    name="atomicity",
+    title="atomicity",
+    config=AtomicityConfig,
+    gates=False,
+    columns=(
+        Column("duplicate", "bool", "C5 tag: max_cos_other >= `[atomicity] duplicate_cos`", _OWNER),
+        Column("duplicate_of", "int64", "C5: the latent it duplicates, -1 if none", _OWNER),
+        Column("max_cos_other", "float64", "C5: largest decoder cosine to another latent (not the partner)", _OWNER),
+        Column("composite", "bool", "C5 tag: composed of meta-SAE latents", _OWNER),
+        Column("meta_recon_cos", "float64", "C5: cosine of the decoder row with its meta-SAE reconstruction", _OWNER),
+    ),
+    verdicts=(
+        VerdictRow("max decoder cos to another", "max_cos_other", "tag duplicate if ≥", setting="duplicate_cos",
+                   verdict="duplicate"),
+        VerdictRow("meta-SAE reconstruction cos", "meta_recon_cos", "tag composite if ≥",
+                   setting="metasae_recon_cos", verdict="composite"),
+    ),
+    compute=_compute,
+)  # fmt: skip

@@ -19,17 +19,44 @@ over `n_null` directions and (by default) ΔSSE_i > 0.
 
 `FunctionAccumulator` streams chunks: the cross terms for all nonzeros by a gather-dot (numpy einsum over sub-blocks of
 nonzeros; 10x faster than the same gather in torch on CPU), the null for all latents and directions by acts_csrᵀ @ (r @ Uᵀ). The model-based mode (the
-ablation effect on the downstream output) is a separate seam: `FunctionConfig.mode` is "offline" only for now.
+attribution effect on the model's output) is `function_model`; `FunctionConfig.mode` says which test decides.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import logging
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from features.definition import FunctionConfig
+from activations.errors import UserError
+from activations.settings import Settings, choice, integer, number, switch
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Outcome, VerdictRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FunctionConfig(Settings):
+    """C3 function: removing the latent raises reconstruction error more than a random direction would."""
+
+    mode: str = choice("offline", "offline", "model", "both")
+    """Which test decides C3. offline: reconstruction error against a random-direction null; model: the latent's
+    attribution effect on the model's output against the same kind of null (needs the model the cache came from);
+    both: both must pass. The model effect is computed and stored whenever the model can be loaded."""
+    model_seqs: int = integer(64, 1, 100_000)
+    """Cached sequences used for the model-based effect (one forward and backward pass over them)."""
+    n_null: int = integer(32, 2, 10_000)
+    """Random unit directions in the null."""
+    null_quantile: float = number(0.95, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Quantile of the null the latent's error increase must exceed."""
+    require_positive: bool = switch(True)
+    """Also require that removing the latent raises the error at all (delta SSE > 0)."""
+    seed: int = integer(0, 0)
+    """Seed of the null directions."""
 
 
 class FunctionResult(NamedTuple):
@@ -94,6 +121,16 @@ class FunctionAccumulator:
                     ac[:, paired].multiply(ac[:, self.partner[paired]]).sum(axis=0)
                 ).ravel()
 
+    def set_partner(self, acts_csc: sp.csc_matrix, partner: np.ndarray) -> None:
+        """Give the accumulator the antipodal partners found after the pass, with their co-firing sums Σ a_i a_j
+        (the same sums `update` would have gathered had `partner` been known up front)."""
+        self.partner = np.asarray(partner, dtype=np.int64)
+        self.pair_cofire = np.zeros(len(partner))
+        paired = np.flatnonzero(self.partner >= 0)
+        if len(paired):
+            prod = acts_csc[:, paired].multiply(acts_csc[:, self.partner[paired]])
+            self.pair_cofire[paired] = np.asarray(prod.sum(axis=0)).ravel()
+
     def result(self, cfg: FunctionConfig) -> FunctionResult:
         """ΔSSE, the null quantile and the pass decision for every latent."""
         q = self.sum_a2 * self.norms**2  # Σ a²‖d‖²
@@ -120,3 +157,76 @@ class FunctionAccumulator:
         delta[i] = delta[i] + delta[j] + 2 * self.pair_cofire[i] * dij
         null[:, i] = null[:, i] + null[:, j]
         return delta, null
+
+
+@dataclass(frozen=True)
+class FunctionOutcome:
+    """C3's typed result: the offline test, the model test (None without the model) and the verdict."""
+
+    offline: FunctionResult
+    model: Any  # features.criteria.function_model.ModelFunctionResult | None
+    passes: np.ndarray  # (F,) bool under the definition's mode
+
+
+def combine(offline: np.ndarray, model: Any, mode: str) -> np.ndarray:  # noqa: ANN401
+    """C3's verdict under the definition's mode (offline / model / both)."""
+    if mode == "offline":
+        return offline
+    return model.passes if mode == "model" else offline & model.passes
+
+
+def _with_model(ctx: Context, cfg: FunctionConfig) -> Any:  # noqa: ANN401
+    """The model test, or None when the model cannot be loaded (an error when the mode needs it)."""
+    model, why = ctx.load_model()
+    if why is not None:
+        if cfg.mode != "offline":
+            raise UserError(f"[function] mode = {cfg.mode!r} needs the model, but {why}")
+        log.info("C3 with the model skipped: %s", why)
+        return None
+    from features.criteria.function_model import model_effect
+
+    return model_effect(ctx, model, cfg)
+
+
+def _compute(ctx: Context, cfg: FunctionConfig) -> Outcome:
+    ctx.function.set_partner(ctx.acts, ctx.partner if ctx.partner is not None else np.full(ctx.n_latents, -1))
+    fres = ctx.function.result(cfg)
+    mfun = _with_model(ctx, cfg)
+    passes = combine(fres.passes, mfun, cfg.mode)
+    nan = np.full(ctx.n_latents, np.nan)
+    effect, null_q = (mfun.effect, mfun.null_q) if mfun is not None else (nan, nan)
+    columns = {
+        "delta_sse": fres.delta_sse,
+        "null_q95": fres.null_q,
+        "function_model": effect,
+        "function_model_null_q": null_q,
+        "function_pass": passes,
+    }
+    summary = {"function_model_pass": int((effect > null_q).sum())}
+    return Outcome(columns, FunctionOutcome(fres, mfun, passes), summary=summary)
+
+
+_OWNER = "criterion:function"
+CRITERION = Criterion(
+    number=3,
+    name="function",
+    title="function",
+    config=FunctionConfig,
+    gates=True,
+    passes="function_pass",
+    columns=(
+        Column("delta_sse", "float64", "C3: increase of the summed squared error when the latent is removed", _OWNER),
+        Column("null_q95", "float64", "C3: the random-direction null's `null_quantile`", _OWNER),
+        Column("function_model", "float64", "C3 with the model: mean attribution effect on the output over the "
+               "latent's firing tokens in the sample; NaN where the model could not be loaded", _OWNER),
+        Column("function_model_null_q", "float64", "C3 with the model: the random-direction null's quantile",
+               _OWNER),
+        Column("function_pass", "bool", "C3, as decided by the definition's `[function] mode`", _OWNER),
+    ),
+    verdicts=(
+        VerdictRow("Δ squared error when removed", "delta_sse", ">", column="null_q95", verdict="function_pass"),
+        VerdictRow("effect on the output (attribution)", "function_model", ">", column="function_model_null_q",
+                   label="C3 function (model)"),
+    ),
+    compute=_compute,
+)  # fmt: skip

@@ -21,6 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from features.criteria.registry import Context
+
 
 @dataclass(frozen=True)
 class ModelFunctionResult:
@@ -107,3 +109,13 @@ def model_function(
     return ModelFunctionResult(
         effect, null_q, np.nan_to_num(passes, nan=False).astype(bool), acts.shape[0], metric
     )
+
+
+def model_effect(ctx: Context, model: Any, cfg: Any) -> ModelFunctionResult:  # noqa: ANN401
+    """C3 with the loaded `model` on the first `cfg.model_seqs` scored sequences (cfg: `FunctionConfig`)."""
+    n = min(cfg.model_seqs, int(ctx.tokens.shape[0]))
+    L = ctx.tokens.shape[1]
+    attention = ctx.doc_ids.reshape(ctx.tokens.shape)[:n] >= 0
+    grads, metric = output_gradients(model, ctx.hook, ctx.tokens[:n], attention)
+    return model_function(ctx.acts[: n * L].tocsr(), grads.reshape(n * L, -1), ctx.dec, n_null=cfg.n_null,
+                          quantile=cfg.null_quantile, seed=cfg.seed, metric=metric)  # fmt: skip

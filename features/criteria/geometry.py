@@ -20,14 +20,59 @@ fewer than `min_points` tokens are not scored (NaN; the plug-in MI is biased upw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from features.definition import GeometryConfig
+from activations.settings import SettingError, Settings, integer, number
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Outcome, VerdictRow
 from sae_training.matching import unit_rows
+
+
+@dataclass(frozen=True)
+class GeometryConfig(Settings):
+    """C6 geometry (tag): clusters of decoder rows whose joint activations are irreducibly multi-dimensional."""
+
+    top_k: int = integer(2, 1, 1000)
+    """Neighbours per decoder row kept in the cluster graph (Engels et al.: 2)."""
+    min_cos: float = number(0.5, -1.0, 1.0)
+    """Least decoder cosine of a kept neighbour."""
+    min_size: int = integer(2, 2)
+    """Smallest cluster scored."""
+    max_size: int = integer(999, 2)
+    """Largest cluster scored."""
+    n_components: int = integer(5, 2, 64)
+    """PCA components of the cluster reconstruction; adjacent pairs are scored."""
+    separability_bits: float = number(0.5, 0.0, 100.0)
+    """Separability index S (bits) at which a cluster is tagged multi_d (irreducible)."""
+    mixture_index: float = number(0.4, 0.0, 1.0)
+    """Mixture index M_eps at which a cluster is tagged mixture."""
+    epsilon: float = number(0.1, 0.0, 10.0, lo_open=True)
+    """Half-width eps of the hyperplane slab of the mixture index, in units of the projection's RMS."""
+    bins: int = integer(10, 2, 1000)
+    """Histogram bins per axis for the mutual information of S."""
+    n_angles: int = integer(100, 1, 100_000)
+    """Rotations in [0, 2 pi) searched by S."""
+    mixture_directions: int = integer(180, 1, 100_000)
+    """Directions in [0, pi) searched by the mixture index."""
+    mixture_offsets: int = integer(200, 1, 100_000)
+    """Offsets per direction searched by the mixture index (quantiles of the projection)."""
+    min_points: int = integer(2000, 10)
+    """Fewest tokens on which a cluster fires for it to be scored (the MI estimate is biased below)."""
+    max_points: int = integer(4096, 10)
+    """Tokens sampled per cluster (cost bound)."""
+    seed: int = integer(0, 0)
+    """Seed of the token sample."""
+
+    def check(self) -> None:
+        if self.max_size < self.min_size:
+            raise SettingError("max_size", self.max_size, f"must be >= min_size ({self.min_size})")
+        if self.max_points < self.min_points:
+            raise SettingError("max_points", self.max_points, f"must be >= min_points ({self.min_points})")
 
 
 class GeometryResult(NamedTuple):
@@ -157,3 +202,39 @@ def geometry(acts_csc: sp.spmatrix, dec_rows: np.ndarray, cfg: GeometryConfig) -
         is_mixture = m_val >= cfg.mixture_index
         multi_d = (s_val >= cfg.separability_bits) & ~is_mixture
     return GeometryResult(cluster, size, n_points, s_val, m_val, multi_d, is_mixture)
+
+
+def _compute(ctx: Context, cfg: GeometryConfig) -> Outcome:
+    geo = geometry(ctx.acts, ctx.dec, cfg)
+    columns = {
+        "cluster": geo.cluster,
+        "separability": geo.separability,
+        "mixture_index": geo.mixture,
+        "multi_d": geo.multi_d,
+        "mixture": geo.is_mixture,
+    }
+    return Outcome(columns, geo)
+
+
+_OWNER = "criterion:geometry"
+CRITERION = Criterion(
+    number=6,
+    name="geometry",
+    title="geometry",
+    config=GeometryConfig,
+    gates=False,
+    columns=(
+        Column("cluster", "int64", "C6: cluster of co-firing decoder rows, -1 when in none", _OWNER),
+        Column("separability", "float64", "C6: the cluster's separability index S, bits (NaN unscored)", _OWNER),
+        Column("mixture_index", "float64", "C6: the cluster's mixture index M (NaN unscored)", _OWNER),
+        Column("multi_d", "bool", "C6 tag: irreducibly multi-dimensional (S high, not a mixture)", _OWNER),
+        Column("mixture", "bool", "C6 tag: a mixture of features that do not co-occur (M high)", _OWNER),
+    ),
+    verdicts=(
+        VerdictRow("separability S (bits)", "separability", "tag multi_d if ≥", setting="separability_bits",
+                   verdict="multi_d"),
+        VerdictRow("mixture index M", "mixture_index", "tag mixture if ≥", setting="mixture_index",
+                   verdict="mixture"),
+    ),
+    compute=_compute,
+)  # fmt: skip

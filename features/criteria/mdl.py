@@ -18,12 +18,23 @@ with the same `partner`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from features.definition import MDLConfig
+from activations.settings import Settings, integer
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Outcome, VerdictRow
+
+
+@dataclass(frozen=True)
+class MDLConfig(Settings):
+    """C4 description length (SAEBench form): bits saved in reconstruction >= the latent's own code length."""
+
+    num_bins: int = integer(16, 2, 4096)
+    """Equal-width bins on [0, max activation] for the entropy of the quantised activation."""
 
 
 class MDLResult(NamedTuple):
@@ -90,3 +101,29 @@ def mdl(
     ratio = np.maximum((sse_total + delta) / sse_total, 1.0)
     saved = d_model / 2 * np.log2(ratio)
     return MDLResult(dl, saved, (saved >= dl) & (delta > 0))
+
+
+def _compute(ctx: Context, cfg: MDLConfig) -> Outcome:
+    """C4 from C3's ΔSSE and total SSE (the pair's for paired latents)."""
+    fres = ctx.results["function"].offline
+    md = mdl(ctx.acts, fres.delta_sse, fres.sse_total, ctx.dec.shape[1], cfg, ctx.partner)
+    return Outcome({"dl_bits": md.description_bits, "bits_saved": md.bits_saved, "mdl_pass": md.passes}, md)
+
+
+_OWNER = "criterion:mdl"
+CRITERION = Criterion(
+    number=4,
+    name="mdl",
+    title="description length",
+    config=MDLConfig,
+    gates=True,
+    passes="mdl_pass",
+    needs=("function",),
+    columns=(
+        Column("dl_bits", "float64", "C4: description length, bits per token", _OWNER),
+        Column("bits_saved", "float64", "C4: reconstruction bits saved, bits per token", _OWNER),
+        Column("mdl_pass", "bool", "C4", _OWNER),
+    ),
+    verdicts=(VerdictRow("bits saved", "bits_saved", "≥", column="dl_bits", verdict="mdl_pass"),),
+    compute=_compute,
+)

@@ -15,12 +15,29 @@ float64), which is the practical limit of dense Hungarian matching here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from features.definition import StabilityConfig
+from activations.settings import Settings, choice, integer, number
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Dataset, Outcome, VerdictRow
 from sae_training.matching import hungarian, pw_mcc, unit_rows
+
+
+@dataclass(frozen=True)
+class StabilityConfig(Settings):
+    """C2 stability: the latent is found again in SAEs trained with other seeds."""
+
+    tau: float = number(0.7, 0.0, 1.0, lo_open=True)
+    """Matched similarity min(decoder cos, encoder cos) at which a latent counts as found in another seed."""
+    min_stability: float = number(0.5, 0.0, 1.0, lo_open=True)
+    """Least fraction of the other seeds in which the latent must be found."""
+    min_seeds: int = integer(2, 2, 1000)
+    """Fewest SAEs in the ensemble, the reference included."""
+    match_cos: str = choice("mean", "mean", "min")
+    """How the per-seed matched similarities are summarised in the `match_cos` column."""
 
 
 class StabilityResult(NamedTuple):
@@ -103,3 +120,63 @@ def stability(
         shared_fraction=float((similarity >= cfg.tau).mean()),
         shared_fraction_dec=float((dec_cos >= cfg.tau).mean()),
     )
+
+
+def _compute(ctx: Context, cfg: StabilityConfig) -> Outcome:
+    """C2 against the other seeds, with the SAE-level PW-MCC and shared fractions, and the matches for the viewer."""
+    stab = stability(ctx.enc, ctx.dec, ctx.others, cfg, ctx.partner)
+    summary = {
+        "pw_mcc": stab.pw_mcc,
+        "pw_mcc_std": stab.pw_mcc_std,
+        "shared_fraction": stab.shared_fraction,
+        "shared_fraction_dec": stab.shared_fraction_dec,
+        "tau": cfg.tau,
+    }
+    datasets = {
+        "matches/seeds": np.asarray(ctx.seeds[1:], np.int64),
+        "matches/partner": stab.partner.astype(np.int64),
+        "matches/cos": stab.similarity.astype(np.float32),
+        "matches/dec_cos": stab.dec_cos.astype(np.float32),
+    }
+    columns = {"stability": stab.stability, "match_cos": stab.match_cos, "stability_pass": stab.passes}
+    return Outcome(columns, stab, summary=summary, datasets=datasets)
+
+
+_OWNER = "criterion:stability"
+CRITERION = Criterion(
+    number=2,
+    name="stability",
+    title="stability",
+    config=StabilityConfig,
+    gates=True,
+    passes="stability_pass",
+    columns=(
+        Column("stability", "float64", "C2: fraction of other seeds matched at >= tau", _OWNER),
+        Column(
+            "match_cos",
+            "float64",
+            "C2: mean (or min) matched min(dec, enc) cosine over the other seeds",
+            _OWNER,
+        ),
+        Column("stability_pass", "bool", "C2", _OWNER),
+    ),
+    datasets=(
+        Dataset("matches/seeds", "(S-1,)", "int64", "the other seeds", _OWNER),
+        Dataset("matches/partner", "(S-1, F)", "int64", "Hungarian partner in each other seed", _OWNER),
+        Dataset("matches/cos", "(S-1, F)", "float32", "its min(dec, enc) cosine", _OWNER),
+        Dataset("matches/dec_cos", "(S-1, F)", "float32", "its decoder cosine", _OWNER),
+    ),
+    verdicts=(
+        VerdictRow(
+            "fraction of other seeds matched",
+            "stability",
+            "≥",
+            setting="min_stability",
+            verdict="stability_pass",
+        ),
+        VerdictRow(
+            "mean matched cosine", "match_cos", "≥ (per seed)", setting="tau", verdict="stability_pass"
+        ),
+    ),  # fmt: skip
+    compute=_compute,
+)

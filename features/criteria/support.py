@@ -10,13 +10,30 @@ antipode). A paired latent is then judged on the support of the pair: the union 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from features.definition import SupportConfig
+from activations.settings import Settings, integer, number
+from features.columns import Column
+from features.criteria.registry import Context, Criterion, Outcome, VerdictRow
 from sae_training.matching import unit_rows
+
+
+@dataclass(frozen=True)
+class SupportConfig(Settings):
+    """C1 support: the latent fires often enough, in enough documents; dense latents go the antipodal route."""
+
+    min_firing_tokens: int = integer(200, 0)
+    """Fewest firing tokens (delphi's min_examples)."""
+    min_documents: int = integer(20, 0)
+    """Fewest distinct documents the latent fires in."""
+    max_density: float = number(0.1, 0.0, 1.0, lo_open=True)
+    """Above this firing rate a latent is dense and is paired with its antipodal partner (Sun et al. 2025)."""
+    antipodal_score: float = number(0.8, 0.0, 1.0, lo_open=True)
+    """Least cos(enc_i, enc_j) * cos(dec_i, dec_j) (with cos(dec) < 0) for j to be i's antipodal partner."""
 
 
 class SupportResult(NamedTuple):
@@ -163,3 +180,46 @@ class SupportAccumulator:
     def result(self, cfg: SupportConfig) -> SupportResult:
         """C1 values so far (without pair unions: use `support` with `partner` for those)."""
         return _result(self.count.copy(), self.n_docs.copy(), self.n_tokens, cfg)
+
+
+def _compute(ctx: Context, cfg: SupportConfig) -> Outcome:
+    """C1 with antipodal pairing; the density column is the latent's own (before pairing), over unmasked tokens."""
+    sup = support(ctx.acts, ctx.doc_ids, cfg)
+    density = sup.firing_count / max(ctx.n_tokens, 1)
+    partner = antipodal_pairs(ctx.enc, ctx.dec, density, cfg).partner
+    sup = with_pairs(sup, ctx.acts, ctx.doc_ids, partner, cfg)
+    columns = {
+        "firing_count": sup.firing_count,
+        "n_docs": sup.n_docs,
+        "density": density,
+        "dense": density > cfg.max_density,
+        "antipodal_partner": partner,
+        "support_pass": sup.passes,
+    }
+    return Outcome(columns, sup, summary={"antipodal_pairs": int((partner >= 0).sum() // 2)}, partner=partner)
+
+
+_OWNER = "criterion:support"
+CRITERION = Criterion(
+    number=1,
+    name="support",
+    title="support",
+    config=SupportConfig,
+    gates=True,
+    passes="support_pass",
+    columns=(
+        Column(
+            "firing_count", "int64", "C1: firing tokens (of the antipodal pair for paired latents)", _OWNER
+        ),
+        Column("n_docs", "int64", "C1: distinct documents among those tokens", _OWNER),
+        Column("density", "float64", "firing_count / unmasked tokens scored", _OWNER),
+        Column("dense", "bool", "density > `[support] max_density`", _OWNER),
+        Column("antipodal_partner", "int64", "partner latent of a dense antipodal pair, -1 if none", _OWNER),
+        Column("support_pass", "bool", "C1", _OWNER),
+    ),
+    verdicts=(
+        VerdictRow("firing tokens", "firing_count", "≥", setting="min_firing_tokens", verdict="support_pass"),
+        VerdictRow("documents", "n_docs", "≥", setting="min_documents", verdict="support_pass"),
+    ),
+    compute=_compute,
+)

@@ -21,9 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.demo_store import WORDS, build_random_store  # noqa: E402
 from served import ARGS, CHROMIUM, browser, settle, viewer  # noqa: E402
-
-from viewer.demo import WORDS, build_random_store  # noqa: E402
 
 PNG = bytes.fromhex(  # a 1x1 transparent PNG, so a fetched image would load and show
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.demo_store import build_random_store  # noqa: E402
 from served import group_alive, kill_group, port_in_use, start  # noqa: E402
-
-from viewer.demo import build_random_store  # noqa: E402
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -1,17 +1,8 @@
-"""The feature store of a scored run (`RUN/features/`, spec in STORE.md): writing it and reading it back.
+"""The one reader of feature stores: `FeatureStore.open(run_dir)` (spec in STORE.md, schema in `schema.py`).
 
-`xenofeat score` writes four files into `RUN/features.tmp/` and renames the folder to `RUN/features/` only when all
-are complete, so a folder named `features/` is always a whole store:
-
-- `features.parquet`: one row per latent of the reference SAE (criteria, labelability, flag, tags);
-- `examples.h5`: per-latent ragged arrays (top and decile windows, LBL test windows) with offsets, fixed-shape
-  per-latent arrays (histograms, nearest latents, matches in other seeds, per-decile AUROC), the scored token grid
-  and the vocabulary;
-- `summary.json`: counts, SAE-level metrics, timings, provenance;
-- `definition.toml`: the definition exactly as applied.
-
-`FeatureStore.open(run_dir)` reads the table and summary at once and everything else lazily: `examples(latent)`
-reads only that latent's slices, so opening a store of 16k+ latents costs one parquet read.
+`FeatureStore.open` reads the table and summary at once and everything else lazily: `examples(latent)` reads only
+that latent's slices, so opening a store of 16k+ latents costs one parquet read. Stores of any 1.x format version are
+read as they are (a 1.0 store keeps its float32 columns); a newer major version is refused in one line.
 """
 
 from __future__ import annotations
@@ -29,18 +20,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activations.errors import UserError
-
-STORE_FORMAT = "xenofeat.feature-store"
-FORMAT_VERSION = "1.0"
-READABLE_MAJOR = 1
-FEATURES_DIR = "features"
-TMP_DIR = "features.tmp"
-TABLE_FILE = "features.parquet"
-EXAMPLES_FILE = "examples.h5"
-SUMMARY_FILE = "summary.json"
-DEFINITION_FILE = "definition.toml"
-META_KEY = b"xenofeat"  # parquet schema metadata key holding {"format", "format_version"}
-RAGGED = ("top", "deciles", "lbl_test")  # groups of examples.h5 with per-latent offsets
+from features.store.schema import (
+    DEFINITION_FILE,
+    EXAMPLES_FILE,
+    FEATURES_DIR,
+    META_KEY,
+    READABLE_MAJOR,
+    STORE_FORMAT,
+    SUMMARY_FILE,
+    TABLE_FILE,
+    TMP_DIR,
+)
 
 
 def check_version(version: Any, where: Path) -> None:
@@ -56,60 +46,6 @@ def check_version(version: Any, where: Path) -> None:
         )
     if major < 1:
         raise UserError(f"{where}: unknown feature-store format version {version!r}")
-
-
-# ---- writing ----------------------------------------------------------------------------------------------------
-
-
-def write_table(path: Path, table: pd.DataFrame) -> None:
-    """Write the per-latent table as Parquet with the format version in the schema metadata."""
-    t = pa.Table.from_pandas(table, preserve_index=False)
-    meta = dict(t.schema.metadata or {})
-    meta[META_KEY] = json.dumps({"format": STORE_FORMAT, "format_version": FORMAT_VERSION}).encode()
-    pq.write_table(t.replace_schema_metadata(meta), path)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write summary.json, stamped with the format and version."""
-    data = {"format": STORE_FORMAT, "format_version": FORMAT_VERSION, **data}
-    path.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-
-def ragged_offsets(counts: np.ndarray) -> np.ndarray:
-    """(F+1,) int64 offsets from per-latent counts (F,): latent i owns rows offsets[i]:offsets[i+1]."""
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def write_examples(path: Path, attrs: dict[str, Any], datasets: dict[str, np.ndarray]) -> None:
-    """Write examples.h5: root attributes and datasets by path ("top/tokens", ...), chunked and compressed."""
-    with h5py.File(path, "w") as f:
-        f.attrs["format"] = STORE_FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        for k, v in attrs.items():
-            f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
-        for name, arr in datasets.items():
-            if name == "vocab":
-                f.create_dataset(name, data=np.array(arr, dtype=object), dtype=h5py.string_dtype("utf-8"))
-                continue
-            arr = np.asarray(arr)
-            big = arr.ndim >= 1 and arr.shape[0] > 256
-            chunks = (min(arr.shape[0], 1024),) + arr.shape[1:] if big else None
-            f.create_dataset(name, data=arr, chunks=chunks, compression="gzip" if big else None)
-
-
-# ---- reading ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

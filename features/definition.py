@@ -14,12 +14,12 @@ A section is read as an attribute (`defn.support`, `defn.flag`) or by name (`def
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from activations.errors import UserError
-from activations.settings import SettingError, Settings, from_table, toml_lines, toml_value
+from activations.settings import SettingError, from_table, toml_lines, toml_value
 
 DEFAULT_PATH = Path(__file__).with_name("default_definition.toml")
 TOP_KEYS = ("name", "version")
@@ -81,24 +81,7 @@ class Definition:
 
 
 def _build_section(src: str, name: str, cls: type, table: Any) -> Any:
-    where = f"{src}: [{name}]"
-    if issubclass(cls, Settings):
-        return from_table(cls, table, where)
-    # a settings class not (yet) on activations.settings: its ValueErrors start with the field name
-    if not isinstance(table, dict):
-        raise UserError(f"{where} must be a table")
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise UserError(f"{where} unknown key '{key}' (known: {', '.join(known)})")
-    # TOML writes 1 for 1.0; a float field takes an integer value as a float
-    kwargs = {
-        k: float(v) if isinstance(known[k].default, float) and type(v) is int else v for k, v in table.items()
-    }
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        raise UserError(f"{where} {err}") from None
+    return from_table(cls, table, f"{src}: [{name}]")
 
 
 def definition_from_dict(data: dict[str, Any], src: str = "definition") -> Definition:

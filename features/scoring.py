@@ -21,8 +21,7 @@ from features import examples as ex
 from features.criteria.registry import Context, Outcome, criteria
 from features.definition import Definition, definition_to_toml
 from features.flags import summarize
-from features.labelability import LBLConfig, LBLTable, shuffled_control
-from features.lbl_parallel import run_lbl
+from features.labelability import LBLConfig, LBLTable, run_lbl, shuffled_control
 from features.store.writer import ExamplesAttrs, StoreContent
 
 NOT_SCORED = {"best_describer": "none", "readable": "not scored (fails C1 support)", "n_test_pos": 0}
@@ -200,7 +199,7 @@ def store_content(table: pd.DataFrame, summary: dict[str, Any], crit: CriteriaRe
                                    before=s.before, after=s.after, seed=s.seed))  # fmt: skip
     data.update(ex.histograms(acts, s.hist_bins))
     data.update(ex.nearest_latents(res.function.W_dec, s.n_nearest))
-    dec_auroc = np.full((n, ex.N_DECILES), np.nan, np.float32)
+    dec_auroc = np.full((n, lbl.table.decile_auroc.shape[1]), np.nan, np.float32)
     dec_auroc[lbl.table.latents] = lbl.table.decile_auroc
     data["decile_auroc"] = dec_auroc
     data.update(ex.lbl_test_sets(lbl.table.test_windows, n))

@@ -2,8 +2,8 @@
 examples.h5, each declared once.
 
 Columns come from their owners: `feature` (the scorer, here), every criterion's declared columns (the registry
-`features.criteria.registry`), the labelability columns (`features.labelability.lbl_columns()` where that exists,
-else `LBL_COLUMNS` below, their single declaration until it does), and the flag's (`features.flags.COLUMNS`). The
+`features.criteria.registry`), the labelability columns (`features.labelability.lbl_columns()`, generated from the
+describer registry), and the flag's (`features.flags.COLUMNS`). The
 table's column order is: feature, the gating criteria's columns, labelability, the tags' columns, the flag's.
 Datasets of examples.h5 are declared here (the examples, histograms, nearest latents, the scored grid, the
 vocabulary, LBL's test windows and per-decile AUROC) and by the criteria (C2's matches). STORE.md's two tables are
@@ -35,24 +35,9 @@ STORE_MD = Path(__file__).resolve().parents[1] / "STORE.md"
 
 SCORE_COLUMNS = (Column("feature", "int64", "latent index", "score"),)
 
-_LBL = "labelability"
-LBL_COLUMNS = (
-    Column("labelability", "float64", "LBL-v1: clip(2 max AUROC - 1, 0, 1) (NaN when not scored)", _LBL),
-    Column("labelability_hi", "float64", "LBL's bootstrap upper bound (NaN when not scored)", _LBL),
-    Column("best_describer", "str", "token, rule, semantic, or none (not scored)", _LBL),
-    Column("auroc_token", "float64", "held-out AUROC of the token describer (NaN when not scored)", "describer:token"),
-    Column("auroc_rule", "float64", "held-out AUROC of the rule describer (NaN when pruned or not scored)",
-           "describer:rule"),
-    Column("auroc_semantic", "float64", "held-out AUROC of the semantic describer (NaN when pruned or not scored)",
-           "describer:semantic"),
-    Column("n_test_pos", "int64", "held-out positive windows", _LBL),
-    Column("readable", "str", "the winning describer's readable form (top tokens, the rule's terms)", _LBL),
-    Column("spearman", "float64", "rank correlation of the winner's score with the activation on test positives",
-           _LBL),
-)  # fmt: skip
-"""The labelability columns, declared here until `features.labelability` exports `lbl_columns()`."""
 
 _S = "score"
+_LBL = "labelability"
 DATASETS = (
     Dataset("top/offsets", "(F+1,)", "int64", "ragged offsets of the top examples", _S),
     Dataset("top/tokens", "(n, W)", "int32", "top activations, largest first: window token ids (-1 outside the "
@@ -87,11 +72,10 @@ DATASETS = (
 
 
 def lbl_columns() -> tuple[Column, ...]:
-    """The labelability columns: `features.labelability.lbl_columns()` when it exists, else `LBL_COLUMNS`."""
+    """The labelability columns, as the describer registry declares them (`features.labelability.lbl_columns`)."""
     from features import labelability
 
-    declared = getattr(labelability, "lbl_columns", None)
-    return tuple(declared()) if callable(declared) else LBL_COLUMNS
+    return tuple(labelability.lbl_columns())
 
 
 def table_columns() -> tuple[Column, ...]:

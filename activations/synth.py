@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
 from activations.errors import UserError
+from activations.overwrite import check_replace_cache
 
 TOKEN = "token"
 HASH = "hash"
@@ -281,6 +282,8 @@ def generate_synthetic(path: str | Path, cfg: SynthConfig, *, overwrite: bool = 
         for p in (path, st_path, js_path):
             if p.exists():
                 raise UserError(f"{p}: already exists; pass --overwrite to replace it")
+    elif path.exists() or path.is_symlink():
+        check_replace_cache(path)
     if not path.parent.is_dir():
         raise UserError(f"{path}: the folder {path.parent} does not exist")
     built = build_arrays(cfg)

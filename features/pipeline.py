@@ -92,6 +92,7 @@ def _stage(n: int, name: str) -> None:
 
 def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the three stages into `out`; returns the store's summary."""
+    from features.publish import recover
     from features.score import ScoreJob, score
     from features.store import FEATURES_DIR, FeatureStore
     from sae_training.trainer import train
@@ -129,6 +130,7 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
     t = time.perf_counter()
     _stage(3, f"score -> {out / FEATURES_DIR}")
     s = cfg["score"]
+    recover(out)  # a publish cut short by a kill counts as done once completed
     if (out / FEATURES_DIR).is_dir():
         log.info("      the store exists; not redone")
     else:

@@ -1,7 +1,7 @@
 """The feature store of a scored run (`RUN/features/`, spec in STORE.md): writing it and reading it back.
 
-`xenofeat score` writes four files into `RUN/features.tmp/` and renames the folder to `RUN/features/` only when all
-are complete, so a folder named `features/` is always a whole store:
+`xenofeat score` writes four files into `RUN/features.tmp/` and `features.publish` makes the folder `RUN/features/`
+only when all are complete, so a folder named `features/` is always a whole store:
 
 - `features.parquet`: one row per latent of the reference SAE (criteria, labelability, flag, tags);
 - `examples.h5`: per-latent ragged arrays (top and decile windows, LBL test windows) with offsets, fixed-shape
@@ -29,12 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activations.errors import UserError
+from features.publish import FEATURES_DIR, TMP_DIR, recover
 
 STORE_FORMAT = "xenofeat.feature-store"
 FORMAT_VERSION = "1.0"
 READABLE_MAJOR = 1
-FEATURES_DIR = "features"
-TMP_DIR = "features.tmp"
 TABLE_FILE = "features.parquet"
 EXAMPLES_FILE = "examples.h5"
 SUMMARY_FILE = "summary.json"
@@ -181,6 +180,7 @@ class FeatureStore:
             if (run_dir / TABLE_FILE).exists() or run_dir.name == FEATURES_DIR
             else run_dir / FEATURES_DIR
         )
+        recover(folder.parent)  # a publish cut short by a kill is completed or rolled back before reading
         if not folder.is_dir():
             tmp = folder.with_name(TMP_DIR)
             if tmp.exists():

@@ -73,7 +73,11 @@ def render(store: FeatureStore, run: Path, latent: int) -> None:
         c[1].metric("recall", _fmt(sc.recall))
         c[2].metric("AUROC (yours)", _fmt(sc.auroc))
         c[3].metric(f"AUROC ({best} describer)", _fmt(float(best_auroc)))
-    attempts = read_attempts(run, latent)
+    try:
+        attempts = read_attempts(run, latent)
+    except UserError as err:  # a damaged labels.jsonl: say so, keep the page usable
+        st.error(f"label tester: {err}")
+        attempts = []
     if attempts:
         st.markdown(f"**Labels tried on latent {latent}** ({len(attempts)})")
         df = pd.DataFrame([a.__dict__ for a in attempts]).drop(columns=["latent"])

@@ -22,15 +22,10 @@ def add_latents(
     run: Path, name: str, latents: list[int], n_latents: int, description: str = ""
 ) -> fsets.FeatureSet:
     """Add latents to the set `name` (created if new) and save it; ValueError/UserError with a message on bad input."""
-    name = fsets.validate_set_name(name)
-    old = fsets.load_sets(run).get(name)
-    fs = fsets.FeatureSet(
-        name=name,
-        description=old.description if old and not description else description,
-        features=(old.features if old else []) + [int(i) for i in latents],
-        created=old.created if old else fsets.now_iso(),
+    # read, change and write under the store lock: two tabs adding to one set both keep their latents
+    return fsets.add_to_set(
+        run, name, [int(i) for i in latents], description=description, n_latents=n_latents
     )
-    return fsets.save_set(run, fs, n_latents=n_latents)
 
 
 def set_json_bytes(run: Path, fs: fsets.FeatureSet) -> bytes:

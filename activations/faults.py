@@ -32,11 +32,8 @@ _hits: dict[str, int] = {}
 
 def parse_fault(spec: str) -> tuple[str, int]:
     """`NAME` -> (NAME, 1); `NAME:N` with N digits -> (NAME, N). ValueError on an empty name or N < 1."""
-    name, _, tail = spec.strip().rpartition(":")
-    if not name or not tail.isdigit():
-        name, count = spec.strip(), 1
-    else:
-        count = int(tail)
+    head, sep, tail = spec.strip().rpartition(":")
+    name, count = (head, int(tail)) if sep and tail.isdigit() else (spec.strip(), 1)
     if not name or count < 1:
         raise ValueError(f"{ENV}={spec!r}: expected NAME or NAME:N with N >= 1")
     return name, count

@@ -94,13 +94,13 @@ def _roll(run: Path) -> None:
             fault_point("publish.between_renames")
         os.replace(tmp, final)
         fault_point("publish.after_renames")
-        (final / READY).unlink(missing_ok=True)
     if old.exists():
         if final.exists():
             _finish_old(final, old)
         else:  # the store was moved aside but no finished one replaced it: put it back
             log.warning("%s: restoring the previous feature store from %s", final, old)
             os.replace(old, final)
+    (final / READY).unlink(missing_ok=True)  # the published store's leftover commit mark
 
 
 def _finish_old(final: Path, old: Path) -> None:

@@ -167,12 +167,12 @@ def export(
 
     spec = check_format(fmt)
     out = Path(out)
+    clean_leftovers(out)  # first: a previous export put back from a killed replace counts as existing
     check_out(out, overwrite)
     ctx = ExportContext.open(run, options)
     selected = resolve(ctx.store.table, coerce(selection), ctx.run)
     ctx = ctx.with_selection(selected)
     writer = getattr(importlib.import_module(spec.module), spec.function)
-    clean_leftovers(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     aside = out.parent / f".{out.name}.old-{os.getpid()}"
     for p in (tmp, aside):

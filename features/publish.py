@@ -49,7 +49,9 @@ def store_lock(run: Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise UserError(f"{path}: cannot create the lock file of the feature store ({err.strerror})") from None
+        raise UserError(
+            f"{path}: cannot create the lock file of the feature store ({err.strerror})"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

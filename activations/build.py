@@ -21,6 +21,7 @@ from activations import format as fmt
 from activations.corpus import load_corpus
 from activations.errors import UserError
 from activations.model import capture, check_hooks, load_model
+from activations.overwrite import check_location, check_replace_cache
 from activations.sequences import pack_corpus
 from activations.writer import CacheWriter
 
@@ -74,6 +75,9 @@ def build_cache(job: CacheJob, *, resume: bool = False, overwrite: bool = False)
     out = Path(job.out)
     if out.exists() and not (resume or overwrite):
         raise UserError(f"{out}: already exists; pass --overwrite to replace it or --resume to continue it")
+    check_location(out)
+    if overwrite and not resume and (out.exists() or out.is_symlink()):
+        check_replace_cache(out)  # before the model loads: a refusal costs nothing
     if resume and not out.exists():
         raise UserError(f"{out}: nothing to resume (the file does not exist)")
     model = load_model(job.model, device=job.device)

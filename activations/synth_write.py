@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from activations.errors import UserError
+from activations.overwrite import check_replace_cache
 from activations.synth import (
     HOOK,
     KINDS,
@@ -198,6 +199,8 @@ def generate_synthetic(path: str | Path, cfg: SynthConfig, *, overwrite: bool = 
         for p in (path, st_path, js_path):
             if p.exists():
                 raise UserError(f"{p}: already exists; pass --overwrite to replace it")
+    elif path.exists() or path.is_symlink():
+        check_replace_cache(path)
     if not path.parent.is_dir():
         raise UserError(f"{path}: the folder {path.parent} does not exist")
     built = build_arrays(cfg)

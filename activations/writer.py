@@ -20,6 +20,8 @@ import numpy as np
 
 from activations import format as fmt
 from activations.errors import UserError
+from activations.faults import fault_point
+from activations.overwrite import check_replace_cache
 from activations.version import __version__
 
 DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024  # measured: benchmarks/bench_chunks.py, see benchmarks/RESULTS.md
@@ -108,6 +110,8 @@ class CacheWriter:
             )
         if not path.parent.exists():
             raise UserError(f"{path}: the folder {path.parent} does not exist")
+        if overwrite and (path.exists() or path.is_symlink()):
+            check_replace_cache(path)
         try:
             if path.exists():
                 path.unlink()
@@ -242,6 +246,7 @@ class CacheWriter:
         except (OSError, RuntimeError) as err:  # h5py reports a failed flush as RuntimeError
             self._abandon(touched)
             raise _disk_error(self.path, err) from err
+        fault_point("cache.after_chunk")
 
     def _abandon(self, handles: list[h5py.Dataset] | None = None) -> None:
         """Give up on the file after a failed write, without closing it (closing would flush and fail again).

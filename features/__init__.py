@@ -16,7 +16,7 @@ _LAZY = {
     "load_run": ("features.api", "load_run"),
     "export": ("features.api", "export"),
     "Selection": ("features.selection", "Selection"),
-    "FeatureSet": ("features.sets", "FeatureSet"),
+    "FeatureSet": ("features.store.sets", "FeatureSet"),
 }
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.sets import FeatureSet, delete_set, load_sets, save_set
 from features.store import FeatureStore, LatentExamples
+from features.store.sets import FeatureSet, delete_set, load_sets, save_set
 
 
 @dataclass

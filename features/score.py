@@ -4,15 +4,13 @@
 streams the cache once with the reference SAE (`features.streaming`), computes C1-C6 on the (T, F) codes and the
 SAE weights, LBL on the latents that fire (split over `workers` processes by latent: LBL results do not depend on
 the chunking), applies the flag, and writes the store atomically: everything goes into `RUN/features.tmp/`, which
-is renamed to `RUN/features/` only at the end. A rerun after an interruption discards the unfinished folder and
-starts again; an existing store is replaced only with `overwrite`.
+`features.store.publish` makes `RUN/features/` only at the end. A rerun after an interruption discards the unfinished
+folder and starts again; an existing store is replaced only with `overwrite`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from features.scoring import (
     run_labelability,
     store_content,
 )
+from features.store.publish import prepare, publish
 from features.streaming import stream
 
 log = logging.getLogger(__name__)
@@ -135,46 +134,12 @@ class ScoreResult:
     table: pd.DataFrame = field(repr=False)
 
 
-def prepare_folder(run: Path, overwrite: bool) -> Path:
-    """Check RUN/features before any work; returns a fresh RUN/features.tmp (an unfinished one is discarded)."""
-    final, tmp = run / st.FEATURES_DIR, run / st.TMP_DIR
-    if final.exists() and not overwrite:
-        raise UserError(f"{final}: already scored; pass --overwrite to score again")
-    if tmp.exists():
-        log.info("discarding the unfinished score in %s (an earlier score was interrupted)", tmp)
-        shutil.rmtree(tmp)
-    run.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir()
-    return tmp
-
-
-USER_FILES = ("sets.json", "labels.jsonl")  # written by the viewer into RUN/features/, not by scoring
-
-
-def publish(tmp: Path, run: Path) -> Path:
-    """Rename the finished tmp folder to RUN/features (replacing an old store last, so one always exists)."""
-    final = run / st.FEATURES_DIR
-    old = run / "features.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        # what people made in the viewer (feature sets, label attempts) survives a rescore
-        for name in USER_FILES:
-            if (final / name).exists():
-                shutil.copy2(final / name, tmp / name)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-    return final
-
-
 def score(job: ScoreJob) -> ScoreResult:
     """Run the whole scoring job; returns the published store's folder and summary."""
     defn = load_definition(job.definition)
     inputs = resolve_inputs(job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn)
     dest = job.out if job.out is not None else job.run
-    tmp = prepare_folder(dest, job.overwrite)
+    tmp = prepare(dest, job.overwrite)
     timer = Timer()
     with ActivationCache.open(inputs.cache_path) as cache:
         vocab = cache.vocab

@@ -5,13 +5,17 @@
 by walking a whitelist of node types (comparisons, `and/or/not`, `& | ~`, arithmetic, column names, literals and
 lists/tuples of literals for `in`); anything else (calls, attributes, subscripts, lambdas, comprehensions) is
 refused, so an expression can never run code. `pandas.DataFrame.query` is not used: with `engine="python"` it
-evaluates attribute access and calls.
+evaluates attribute access and calls. Its size is bounded before it is parsed (characters, operators, bracket
+depth: the parser and the walk recurse once per level), and arithmetic takes only numbers and numeric columns, so
+no expression can exhaust the stack or the memory (`'a' * 100000000000` is refused, not computed).
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import operator
+import tokenize
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,9 @@ from activations.errors import UserError
 
 KINDS = ("flagged", "set", "features", "where")
 MAX_EXPR = 2000
+MAX_OPERATORS = 100  # operators and keywords (and, or, not, in); each adds at most one level to the parse
+MAX_BRACKETS = 20  # bracket nesting depth
+MAX_INDEX = 2**62  # bigger latent indices are refused before they reach numpy (int64)
 
 
 @dataclass(frozen=True)
@@ -80,14 +87,16 @@ def parse_features(text: str) -> tuple[int, ...]:
     out = []
     for p in parts:
         if not p.lstrip("-").isdigit():
-            raise UserError(f"--features: {p!r} is not a latent index (give integers such as 3,17,40)")
+            raise UserError(f"--features: {p[:40]!r} is not a latent index (give integers such as 3,17,40)")
+        if len(p) > 19 or abs(int(p)) > MAX_INDEX:
+            raise UserError(f"--features: latent {p[:40]} is out of range")
         out.append(int(p))
     return tuple(out)
 
 
 def coerce(selection: Any) -> Selection:
     """A Selection from what the Python API accepts: a Selection, a FeatureSet, a list of ints, or "flagged"."""
-    from features.sets import FeatureSet
+    from features.store.sets import FeatureSet
 
     if isinstance(selection, Selection):
         return selection
@@ -122,7 +131,7 @@ def resolve(table: pd.DataFrame, selection: Selection, run: Any = None) -> Selec
         if len(idx) == 0:
             raise UserError("--flagged: no latent of this run is flagged; the selection is empty")
     elif selection.kind == "set":
-        from features.sets import get_set
+        from features.store.sets import get_set
 
         if run is None:
             raise UserError("--set: feature sets need the run folder")
@@ -133,6 +142,11 @@ def resolve(table: pd.DataFrame, selection: Selection, run: Any = None) -> Selec
             raise UserError(f"--set: the feature set {fs.name!r} is empty")
         _check_range(idx, n, "--set")
     elif selection.kind == "features":
+        big = [i for i in selection.value if not -MAX_INDEX <= i <= MAX_INDEX]
+        if big:  # numpy would overflow on it
+            raise UserError(
+                f"--features: latent {str(big[0])[:40]} is out of range (the run has {n} latents)"
+            )
         idx = np.asarray(selection.value, np.int64)
         if len(idx) == 0:
             raise UserError("--features: empty list; the selection is empty")
@@ -178,12 +192,33 @@ _BIN = {
 }
 
 
+def check_size(expr: str) -> None:
+    """Bound an expression's length, operator count and bracket depth before it reaches the (recursive) parser."""
+    if len(expr) > MAX_EXPR:
+        raise UserError(f"--where: expression longer than {MAX_EXPR} characters")
+    ops = depth = deepest = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(expr).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            elif tok.type == tokenize.OP or tok.string in ("and", "or", "not", "in", "is"):
+                ops += 1
+    except (tokenize.TokenError, SyntaxError) as err:
+        raise UserError(f"--where: not a valid expression ({err.args[0]}): {expr[:80]!r}") from None
+    if ops > MAX_OPERATORS:
+        raise UserError(f"--where: more than {MAX_OPERATORS} operators; write a shorter condition")
+    if deepest > MAX_BRACKETS:
+        raise UserError(f"--where: brackets nested more than {MAX_BRACKETS} deep; write a flatter condition")
+
+
 def evaluate_where(table: pd.DataFrame, expr: str) -> np.ndarray:
     """(n,) bool: rows of `table` where the expression holds (NaN comparisons are False)."""
     if not isinstance(expr, str) or not expr.strip():
         raise UserError("--where: empty expression")
-    if len(expr) > MAX_EXPR:
-        raise UserError(f"--where: expression longer than {MAX_EXPR} characters")
+    check_size(expr)
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as err:
@@ -237,9 +272,9 @@ class _Eval:
             if isinstance(node.op, ast.Not | ast.Invert):
                 return ~self._as_bool(v) if isinstance(v, pd.Series) else not v
             if isinstance(node.op, ast.USub):
-                return -v
+                return self._guard(lambda: -self._number(v, node))
             if isinstance(node.op, ast.UAdd):
-                return +v
+                return self._guard(lambda: +self._number(v, node))
             raise self.refuse(node, type(node.op).__name__)
         if isinstance(node, ast.BinOp):
             op = _BIN.get(type(node.op))
@@ -250,7 +285,7 @@ class _Eval:
                 return self._as_bool(a) & self._as_bool(b)
             if op == "or":
                 return self._as_bool(a) | self._as_bool(b)
-            return self._guard(lambda: op(a, b))
+            return self._guard(lambda: op(self._number(a, node), self._number(b, node)))
         if isinstance(node, ast.Compare):
             left = self.visit(node.left)
             out = None
@@ -277,8 +312,18 @@ class _Eval:
             raise UserError(f"--where: column {v.name!r} is not true/false; compare it, e.g. '{v.name} > 0'")
         return bool(v)
 
+    def _number(self, v: Any, node: ast.AST) -> Any:  # noqa: ANN401
+        """`v` if arithmetic may use it (a number or a numeric column); text or lists could be repeated 10^11 times."""
+        if isinstance(v, pd.Series):
+            if pd.api.types.is_numeric_dtype(v.dtype):
+                return v
+            raise self.refuse(node, f"arithmetic on the non-numeric column {v.name!r}")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return v
+        raise self.refuse(node, f"arithmetic on {type(v).__name__} {str(v)[:20]!r}")
+
     def _guard(self, fn: Any) -> Any:  # noqa: ANN401
         try:
             return fn()
-        except TypeError as err:
-            raise UserError(f"--where: cannot evaluate {self.expr!r} ({err})") from None
+        except (TypeError, ValueError, ArithmeticError) as err:
+            raise UserError(f"--where: cannot evaluate {self.expr[:200]!r} ({err})") from None

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from activations.errors import UserError
+from activations.overwrite import RUN_FILE, RUN_KIND, check_location, check_replace_run
 
-RUN_JSON = "run.json"
-RUN_KIND = "xenofeat.sae-ensemble"
+RUN_JSON = RUN_FILE  # the marker that makes a folder a run (activations.overwrite declares it for every kind)
 
 
 def member_dir(run: str | Path, seed: int) -> Path:
@@ -102,6 +102,7 @@ def prepare_out(
 
     `identity` holds what must agree for a resume (cache fingerprint, hook, d_in, config).
     """
+    check_location(out)
     info = read_run_json(out) if out.is_dir() else None
     if resume:
         if info is None:
@@ -132,6 +133,7 @@ def prepare_out(
                 else "pass --overwrite to replace it or choose another --out"
             )
             raise UserError(f"--out: {out} already holds a run ({info.get('status')}); {hint}")
+        check_replace_run(out)
         shutil.rmtree(out)
     if not out.parent.exists():
         raise UserError(f"--out: the folder {out.parent} does not exist")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from activations.cache import ActivationCache
 from activations.errors import UserError
+from activations.faults import fault_point
 from activations.version import __version__
 from sae_training import checkpoint as ck
 from sae_training.config import TrainConfig
@@ -256,6 +257,7 @@ def _loop(
                         logf.flush()
                         ck.save_checkpoint(out, members, {"step": step, "tokens": step * B})
                         t0, tok0 = time.perf_counter(), step
+                    fault_point("train.after_step")
     finally:
         bar.close()
         pools.close()

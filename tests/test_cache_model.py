@@ -106,7 +106,11 @@ def test_random_init_copy_is_reproducible_and_different():
     """`random-init:MODEL` (the labelability control) has the model's shape but fresh, seeded weights."""
     from activations.model import capture, load_model
 
-    trained, rnd, again = load_model("default"), load_model("random-init:default"), load_model("random-init:default")
+    trained, rnd, again = (
+        load_model("default"),
+        load_model("random-init:default"),
+        load_model("random-init:default"),
+    )
     assert rnd.model_id == "random-init:sentence-transformers/all-MiniLM-L6-v2"
     assert rnd.fingerprint() == again.fingerprint() != trained.fingerprint()
     assert rnd.vocab() == trained.vocab() and rnd.d_model == trained.d_model

@@ -54,7 +54,21 @@ def reference(tmp_path_factory, long_corpus) -> Path:
     return out
 
 
+def test_kill_after_a_known_chunk_then_resume_equals_uninterrupted(tmp_path, long_corpus, reference):
+    out = tmp_path / "killed.h5"
+    r = run_cli(*cache_args(long_corpus, out), env={"XENOFEAT_FAULT": "cache.after_chunk:5"})
+    assert r.returncode == -signal.SIGKILL and "fault injected at cache.after_chunk" in r.stderr
+    with h5py.File(out, "r") as f:  # exactly the five chunks of two sequences the counter vouches for
+        assert int(f.attrs[fmt.A_SEQS_WRITTEN]) == 10 and not bool(f.attrs[fmt.A_COMPLETE])
+    r = run_cli("cache", "validate", str(out))
+    assert r.returncode == 2 and "incomplete" in r.stderr
+    r = run_cli(*cache_args(long_corpus, out, "--resume"))
+    assert r.returncode == 0, r.stderr
+    assert_same_cache(out, reference)
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, long_corpus, reference):
+    # the same with a kill at a random moment (extra coverage beyond the fault points)
     out = tmp_path / "killed.h5"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     rng = random.Random(1234)

@@ -14,7 +14,7 @@ import torch
 from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import run_cli  # noqa: E402
+from conftest import error_line, run_cli  # noqa: E402
 from scored_run import scored_run  # noqa: E402, F401
 
 import features  # noqa: E402
@@ -127,7 +127,7 @@ def read_jsonl(p: Path) -> list[dict]:
 
 def test_neuronpedia_layout_fields(exported):
     sr, paths = exported
-    (model_dir,) = list(paths["neuronpedia"].iterdir())
+    (model_dir,) = [p for p in paths["neuronpedia"].iterdir() if p.is_dir()]  # beside the export marker
     (src,) = list(model_dir.iterdir())
     for name in ("release.jsonl", "model.jsonl", "sourceset.jsonl", "source.jsonl"):
         assert len(read_jsonl(src / name)) == 1
@@ -290,6 +290,13 @@ def test_cli_refuses_existing_out_without_overwrite(scored_run, tmp_path):  # no
         str(out),
         "--overwrite",
     )
+    # a folder xenofeat did not write is never replaced, even with --overwrite
+    assert "not an export written by xenofeat" in error_line(r)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    fresh = tmp_path / "fresh"
+    args = ["export", str(scored_run.run), "--features", "1,2", "--format", "csv", "--out", str(fresh)]
+    assert run_cli(*args).returncode == 0
+    r = run_cli(*args[:-3], "parquet", "--out", str(fresh), "--overwrite")  # an earlier export: replaced
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["features.csv"]
+    assert sorted(p.name for p in fresh.iterdir()) == ["features.parquet", "xenofeat-export.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left

@@ -74,7 +74,21 @@ def _copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def test_score_killed_at_a_stage_leaves_no_store(scored_run, tmp_path: Path) -> None:  # noqa: F811
+    run = _copy_run(scored_run.run, tmp_path / "run")
+    r = run_cli("score", str(run), "--quiet", env={"XENOFEAT_FAULT": "score.stage:labelability"})
+    assert r.returncode == -signal.SIGKILL and "fault injected at score.stage:labelability" in r.stderr
+    assert (run / "features.tmp").is_dir() and not (run / "features").exists()
+    with pytest.raises(UserError, match="interrupted"):
+        FeatureStore.open(run)
+    result = run_cli("score", str(run), "--quiet")  # the rerun discards the unfinished folder and restarts
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (run / "features.tmp").exists()
+    assert FeatureStore.open(run).summary["flagged"] == FeatureStore.open(scored_run.run).summary["flagged"]
+
+
 def test_interrupted_score_leaves_no_store(scored_run, tmp_path: Path) -> None:  # noqa: F811
+    # the same with a kill at a random moment (extra coverage beyond the fault points)
     run = _copy_run(scored_run.run, tmp_path / "run")
     cmd = [sys.executable, "-c", "from features.cli import entry; entry()", "score", str(run), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

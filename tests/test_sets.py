@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from activations.errors import UserError
-from features.sets import FeatureSet, delete_set, get_set, load_sets, save_set, sets_path, validate_set_name
+from features.store.sets import (
+    FeatureSet,
+    delete_set,
+    get_set,
+    load_sets,
+    save_set,
+    sets_path,
+    validate_set_name,
+)
 
 
 @pytest.fixture()

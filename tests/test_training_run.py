@@ -98,10 +98,53 @@ def _weights(run: Path, seed: int) -> dict[str, torch.Tensor]:
     return load_file(run / f"seed-{seed}" / "sae_weights.safetensors")
 
 
-def test_sigkill_then_resume_is_bit_identical(planted: tuple[Path, np.ndarray], tmp_path: Path) -> None:
-    cfg = dict(SMALL, tokens=120_000)
-    ref = tmp_path / "ref"
-    train(TrainConfig(seeds=(0, 1), **cfg), planted[0], ref, progress=False)
+KILL_CFG = dict(SMALL, tokens=120_000)  # 468 steps of 256 tokens, a checkpoint every 100 steps
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(planted: tuple[Path, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ref = tmp_path_factory.mktemp("ref") / "ref"
+    train(TrainConfig(seeds=(0, 1), **KILL_CFG), planted[0], ref, progress=False)
+    return ref
+
+
+def _assert_same_run(ref: Path, run: Path) -> None:
+    for seed in (0, 1):
+        a, b = _weights(ref, seed), _weights(run, seed)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (seed, k)
+    assert load_run(run).metrics["per_seed"] == load_run(ref).metrics["per_seed"]
+    assert not (run / "checkpoint").exists()
+
+
+def test_kill_after_a_known_step_then_resume_is_bit_identical(
+    planted: tuple[Path, np.ndarray], uninterrupted: Path, tmp_path: Path
+) -> None:
+    killed = tmp_path / "killed"
+    code = (
+        "import torch; torch.set_num_threads(1);"
+        "from sae_training.config import TrainConfig; from sae_training.trainer import train;"
+        f"train(TrainConfig(seeds=(0, 1), **{KILL_CFG!r}), {str(planted[0])!r}, {str(killed)!r}, progress=False)"
+    )
+    env = {**os.environ, "XENOFEAT_FAULT": "train.after_step:150", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == -signal.SIGKILL and "fault injected at train.after_step" in r.stderr, r.stderr[
+        -2000:
+    ]
+    # killed 50 steps past the checkpoint of step 100: the resume redoes them from it
+    assert json.loads((killed / "checkpoint" / "state.json").read_text())["step"] == 100
+    assert not (killed / "seed-0").exists()
+    train(TrainConfig(seeds=(0, 1), **KILL_CFG), planted[0], killed, resume=True, progress=False)
+    _assert_same_run(uninterrupted, killed)
+
+
+def test_sigkill_then_resume_is_bit_identical(
+    planted: tuple[Path, np.ndarray], uninterrupted: Path, tmp_path: Path
+) -> None:
+    # the same with a kill at whatever moment the first checkpoint appears (extra coverage beyond the fault points)
+    cfg, ref = KILL_CFG, uninterrupted
     killed = tmp_path / "killed"
     code = (
         f"import torch, sys; torch.set_num_threads(1); sys.path.insert(0, {str(ROOT)!r});"
@@ -116,9 +159,4 @@ def test_sigkill_then_resume_is_bit_identical(planted: tuple[Path, np.ndarray], 
     proc.wait()
     assert not (killed / "seed-0").exists(), "the run finished before it could be killed"
     train(TrainConfig(seeds=(0, 1), **cfg), planted[0], killed, resume=True, progress=False)
-    for seed in (0, 1):
-        a, b = _weights(ref, seed), _weights(killed, seed)
-        for k in a:
-            assert torch.equal(a[k], b[k]), (seed, k)
-    assert load_run(killed).metrics["per_seed"] == load_run(ref).metrics["per_seed"]
-    assert not (killed / "checkpoint").exists()
+    _assert_same_run(ref, killed)

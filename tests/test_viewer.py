@@ -15,9 +15,9 @@ from helpers.demo_store import build_random_store
 from scored_run import scored_run  # noqa: F401 - session fixture
 from streamlit.testing.v1 import AppTest
 
-from features.labels import read_attempts
-from features.sets import load_sets
 from features.store import FeatureStore
+from features.store.labels import read_attempts
+from features.store.sets import load_sets
 
 APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")
 
@@ -79,7 +79,9 @@ def test_every_page_renders_and_a_flagged_latent_opens(scored_run, monkeypatch):
     assert at.query_params["feature"] == str(flagged[0])
     crit = at.dataframe[0].value
     assert set(crit["criterion"]) >= {"C1 support", "C2 stability", "C3 function", "C4 description length"}
-    decisive = crit["criterion"].str.startswith(("C1", "C2", "C3", "C4")) & ~crit["criterion"].str.contains("model")
+    decisive = crit["criterion"].str.startswith(("C1", "C2", "C3", "C4")) & ~crit["criterion"].str.contains(
+        "model"
+    )
     assert (crit.loc[decisive, "verdict"] == "pass").all()
     # the synthetic cache has no model, so C3's model-based effect is not recorded
     assert (crit.loc[crit["criterion"] == "C3 function (model)", "verdict"] == "–").all()

@@ -17,8 +17,8 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from activations.errors import UserError
-from features.sets import load_sets
 from features.store import FeatureStore
+from features.store.sets import load_sets
 from viewer.render import md_code, md_text
 
 APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")

@@ -14,7 +14,7 @@ from helpers.demo_store import build_random_store
 
 from activations.errors import UserError
 from features.label_tester import HypothesisScore
-from features.labels import append_attempt, labels_path, read_attempts
+from features.store.labels import append_attempt, labels_path, read_attempts
 from viewer import cli
 from viewer.data import parse_indices, parse_latent, run_dir_from
 from viewer.render import window_html

@@ -1,6 +1,6 @@
 """The label tester on a feature page: a person's hypothesis (tokens, regex, rule) scored on the latent's held-out
 LBL windows with precision, recall and AUROC beside the best describer's; every attempt is saved to
-`RUN/features/labels.jsonl` (features.labels) and listed."""
+`RUN/features/labels.jsonl` (features.store.labels) and listed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import streamlit as st
 
 from activations.errors import UserError
 from features.label_tester import HypothesisScore, parse_hypothesis, score_hypothesis
-from features.labels import append_attempt, read_attempts
 from features.store import FeatureStore
+from features.store.labels import append_attempt, read_attempts
 from viewer.render import md_code, md_text
 
 TIMEOUT_S = 2.0  # bound on one regex hypothesis over all held-out windows
@@ -76,7 +76,11 @@ def render(store: FeatureStore, run: Path, latent: int) -> None:
         c[1].metric("recall", _fmt(sc.recall))
         c[2].metric("AUROC (yours)", _fmt(sc.auroc))
         c[3].metric(f"AUROC ({md_text(best)} describer)", _fmt(float(best_auroc)))
-    attempts = read_attempts(run, latent)
+    try:
+        attempts = read_attempts(run, latent)
+    except UserError as err:  # a damaged labels.jsonl: say so, keep the page usable
+        st.error(md_text(f"label tester: {err}"))
+        attempts = []
     if attempts:
         st.markdown(f"**Labels tried on latent {latent}** ({len(attempts)})")
         df = pd.DataFrame([a.__dict__ for a in attempts]).drop(columns=["latent"])

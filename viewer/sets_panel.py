@@ -1,5 +1,5 @@
 """Feature sets in the viewer: add latents to named sets (from the table or a feature page), describe a set, see its
-rows, remove latents, delete it, and download it as JSON. Sets are stored by `features.sets` in the run folder;
+rows, remove latents, delete it, and download it as JSON. Sets are stored by `features.store.sets` in the run folder;
 names go through its validation, so a typed name is a label and never a path."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import streamlit as st
 
 from activations.errors import UserError
-from features import sets as fsets
 from features.store import FeatureStore
+from features.store import sets as fsets
 from viewer import data, nav
 from viewer.render import md_text
 
@@ -23,15 +23,10 @@ def add_latents(
     run: Path, name: str, latents: list[int], n_latents: int, description: str = ""
 ) -> fsets.FeatureSet:
     """Add latents to the set `name` (created if new) and save it; ValueError/UserError with a message on bad input."""
-    name = fsets.validate_set_name(name)
-    old = fsets.load_sets(run).get(name)
-    fs = fsets.FeatureSet(
-        name=name,
-        description=old.description if old and not description else description,
-        features=(old.features if old else []) + [int(i) for i in latents],
-        created=old.created if old else fsets.now_iso(),
+    # read, change and write under the store lock: two tabs adding to one set both keep their latents
+    return fsets.add_to_set(
+        run, name, [int(i) for i in latents], description=description, n_latents=n_latents
     )
-    return fsets.save_set(run, fs, n_latents=n_latents)
 
 
 def set_json_bytes(run: Path, fs: fsets.FeatureSet) -> bytes:

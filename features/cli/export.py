@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from activations.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,8 @@ def handle(args: argparse.Namespace) -> int:
     from features.selection import Selection, parse_features
 
     check_format(args.format)
+    if args.splits < 1:
+        raise UserError(f"--splits: must be at least 1 (shards along the latent axis), got {args.splits}")
     if args.flagged:
         sel = Selection.flagged()
     elif args.set is not None:

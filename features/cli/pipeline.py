@@ -94,6 +94,7 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
     """Run (or resume) the three stages into `out`; returns the store's summary."""
     from features.score import ScoreJob, score
     from features.store import FEATURES_DIR, FeatureStore
+    from features.store.publish import recover
     from sae_training.trainer import train
 
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,7 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
     t = time.perf_counter()
     _stage(3, f"score -> {out / FEATURES_DIR}")
     s = cfg["score"]
+    recover(out)  # a publish cut short by a kill counts as done once completed
     if (out / FEATURES_DIR).is_dir():
         log.info("      the store exists; not redone")
     else:

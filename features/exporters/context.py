@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from activations.errors import UserError
-from features.labels import read_attempts
 from features.selection import Selected
 from features.store import FeatureStore
+from features.store.labels import read_attempts
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ExportContext:
         meta = self.sae_cfg().get("metadata") or {}
         return str(meta.get("model_name") or "unknown-model")
 
-    # -- labels tried (features.labels, written by the viewer) ------------------------------------------------------
+    # -- labels tried (features.store.labels, written by the viewer) ------------------------------------------------------
     def labels_tried(self, latent: int) -> list[dict[str, Any]]:
         """The label attempts saved for a latent ([] when none were saved)."""
         return [_as_dict(a) for a in read_attempts(self.run, latent)]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from activations.errors import UserError
+
 MIN_ACT = 1e-5  # delphi keeps |act| > 1e-5
 
 
@@ -33,6 +35,9 @@ def split_edges(d_sae: int, n_splits: int) -> list[tuple[int, int]]:
 def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
     from safetensors.numpy import save_file
 
+    n_splits = ctx.option("n_splits", 5)
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1:
+        raise UserError(f"--splits: must be a whole number of at least 1, got {n_splits!r}")
     sel = ctx.features
     sae = ctx.load_sae()
     locs, vals = [], []
@@ -48,7 +53,6 @@ def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.
     tokens = np.where(tokens < 0, 0, tokens)  # delphi decodes every token; padding has no id of its own
     hook_dir = folder / "latents" / ctx.hook
     hook_dir.mkdir(parents=True)
-    n_splits = int(ctx.option("n_splits", 5))
     for start, end in split_edges(ctx.store.n_latents, n_splits):
         m = (loc[:, 2] >= start) & (loc[:, 2] <= end)
         part = loc[m].copy()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from activations.errors import UserError
-from features.sets import FeatureSet, load_sets, now_iso, save_set, validate_set_name
+from features.store.sets import FeatureSet, load_sets, now_iso, save_set, validate_set_name
 
 FILE = "feature_set.json"
 FORMAT = "xenofeat.feature-set"

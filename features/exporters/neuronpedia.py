@@ -8,7 +8,8 @@
 Field names are Neuronpedia's (camelCase, `index` a string, `layer` = the source id), as in SAEDashboard's
 exporter and Neuronpedia's Prisma schema. Explanations: the winning LBL describer's readable form
 (`typeName` "xenofeat_<describer>", `scoreV1` its test AUROC, `scoreV2` the labelability) and every label a person
-tried in the viewer (`typeName` "xenofeat_label_tester"). Fields we cannot compute without the model's unembedding
+tried in the viewer (`typeName` "xenofeat_label_tester": the hypothesis as typed, `scoreV1` its AUROC on the
+held-out windows, null when it could not be computed). Fields we cannot compute without the model's unembedding
 (logit tables and histograms) are written empty, as SAEDashboard does for fields it lacks.
 """
 
@@ -48,6 +49,11 @@ def cuid(*parts: Any) -> str:  # noqa: ANN401
 def _f(v: Any) -> float | None:  # noqa: ANN401
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def _score(v: float | None) -> float | None:
+    """A label attempt's score (None when it was not computed; 0.0 stays 0.0)."""
+    return None if v is None else _f(v)
 
 
 def _dump(path: Path, rows: list[dict[str, Any]], gz: bool) -> None:
@@ -164,9 +170,9 @@ def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.
                 "scoreV1": _f(auroc), "scoreV2": _f(rec.get("labelability", float("nan"))), **common})  # fmt: skip
             for k, att in enumerate(ctx.labels_tried(i)):
                 expl.append({"id": cuid(model_id, source_id, i, "tried", k), "modelId": model_id, "layer": source_id,
-                    "index": str(i), "description": str(att.get("hypothesis", att.get("label", att))),
+                    "index": str(i), "description": att["text"],
                     "authorId": CREATOR, "typeName": "xenofeat_label_tester", "explanationModelName": "human",
-                    "notes": json.dumps(att, default=str), "scoreV1": _f(att.get("auroc", float("nan")) or float("nan")),
+                    "notes": json.dumps(att, default=str), "scoreV1": _score(att["auroc"]),
                     "scoreV2": None, **common})  # fmt: skip
         n = b // BATCH
         _dump(out / "features" / f"batch-{n}.jsonl.gz", feats, True)

@@ -2,7 +2,8 @@
 
 `FeatureStore.open` reads the table and summary at once and everything else lazily: `examples(latent)` reads only
 that latent's slices, so opening a store of 16k+ latents costs one parquet read. Stores of any 1.x format version are
-read as they are (a 1.0 store keeps its float32 columns); a newer major version is refused in one line.
+read as they are (a 1.0 store keeps its float32 columns); a newer major version is refused in one line. Before
+reading, an interrupted publish is completed or rolled back (`publish.recover`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activations.errors import UserError
+from features.store.publish import recover
 from features.store.schema import (
     DEFINITION_FILE,
     EXAMPLES_FILE,
@@ -117,6 +119,7 @@ class FeatureStore:
             if (run_dir / TABLE_FILE).exists() or run_dir.name == FEATURES_DIR
             else run_dir / FEATURES_DIR
         )
+        recover(folder.parent)  # a publish cut short by a kill is completed or rolled back before reading
         if not folder.is_dir():
             tmp = folder.with_name(TMP_DIR)
             if tmp.exists():

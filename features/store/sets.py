@@ -5,8 +5,11 @@ All sets of a run live in ONE JSON file inside its feature store, `RUN/features/
     {"format": "xenofeat.feature-sets", "format_version": "1.0",
      "sets": {"<name>": {"name", "description", "features": [int, ...], "created", "updated"}}}
 
-It is rewritten atomically (a temporary file in the same folder, fsync, `os.replace`), so a crash leaves either the
-old file or the new one. A set's name is a label and never part of a path: `validate_set_name` rejects anything that
+Every change is a read-modify-write under the run's store lock (`features.store.publish.store_lock`, an `fcntl.flock` that
+publishing a rescore takes too): the file is re-read under the lock, changed, and rewritten atomically (a temporary
+file in the same folder, fsync, `os.replace`), so two viewers saving at once lose nothing and a crash leaves either
+the old file or the new one. Every field is checked on read: a damaged or hand-edited file is one clear
+`UserError` line, never a traceback. A set's name is a label and never part of a path: `validate_set_name` rejects anything that
 could be mistaken for one (separators, `..`, leading dots, control characters).
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from activations.errors import UserError
+from features.store.publish import store_lock
 
 SETS_FILE = "sets.json"
 SETS_FORMAT = "xenofeat.feature-sets"
@@ -34,6 +38,17 @@ STORE_DIR = "features"  # same as features.store.FEATURES_DIR (not imported: kee
 def now_iso() -> str:
     """The current UTC time as an ISO-8601 string with seconds."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_timestamp(value: Any, what: str) -> str:  # noqa: ANN401 - anything read from a file
+    """`value` if it is an ISO-8601 time as text; ValueError naming `what` otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be an ISO-8601 time as text, got {type(value).__name__}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} {value[:40]!r} is not an ISO-8601 time") from None
+    return value
 
 
 def validate_set_name(name: str) -> str:
@@ -79,6 +94,11 @@ class FeatureSet:
         self.name = validate_set_name(self.name)
         if not isinstance(self.description, str):
             raise ValueError("set description must be text")
+        if not isinstance(self.features, list | tuple):
+            raise ValueError(f"set {self.name!r}: features must be a list of latent indices")
+        check_timestamp(self.created, "created")
+        if self.updated:
+            check_timestamp(self.updated, "updated")
         seen: set[int] = set()
         feats: list[int] = []
         for f in self.features:
@@ -101,11 +121,16 @@ class FeatureSet:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> FeatureSet:
+    def from_json(cls, d: Any) -> FeatureSet:  # noqa: ANN401 - anything read from a file
+        """A set from its JSON object; ValueError saying which field is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a set must be an object, got {type(d).__name__}")
+        if "name" not in d:
+            raise ValueError("no name")
         return cls(
             name=d["name"],
             description=d.get("description", ""),
-            features=list(d.get("features", [])),
+            features=d.get("features", []),
             created=d.get("created") or now_iso(),
             updated=d.get("updated", ""),
         )
@@ -139,18 +164,30 @@ def load_sets(run: Any) -> dict[str, FeatureSet]:
         raise UserError(
             f"{path}: feature-sets format {data.get('format_version')!r} is not readable by this xenofeat"
         )
+    sets = data.get("sets", {})
+    if not isinstance(sets, dict):
+        raise UserError(f'{path}: "sets" must be an object of sets by name, got {type(sets).__name__}')
     out: dict[str, FeatureSet] = {}
-    for name, d in (data.get("sets") or {}).items():
+    for name, d in sets.items():
         try:
-            out[name] = FeatureSet.from_json(d)
-        except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"{path}: set {name!r} is malformed ({err})") from None
+            fs = FeatureSet.from_json(d)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{path}: set {name[:100]!r} is malformed ({err})") from None
+        if fs.name != name:
+            raise UserError(f"{path}: the set stored as {name[:100]!r} is named {fs.name!r}")
+        out[name] = fs
     return out
 
 
-def _write_atomic(path: Path, sets: dict[str, FeatureSet]) -> None:
+def _run_of(path: Path) -> Path:
+    """The run folder whose lock guards `RUN/features/sets.json`; UserError when there is no store folder."""
     if not path.parent.is_dir():
         raise UserError(f"{path.parent}: no feature store; run `xenofeat score` on the run first")
+    return path.parent.parent
+
+
+def _write_atomic(path: Path, sets: dict[str, FeatureSet]) -> None:
+    """Replace the file by one holding `sets` (call under the store lock)."""
     data = {
         "format": SETS_FORMAT,
         "format_version": SETS_VERSION,
@@ -173,35 +210,74 @@ def save_set(run: Any, fs: FeatureSet, *, n_latents: int | None = None) -> Featu
 
     With `n_latents`, indices outside [0, n_latents) are refused (UserError).
     """
+    _check_range(fs, n_latents)
+    path = sets_path(run)
+    with store_lock(_run_of(path)):
+        sets = load_sets(run)  # re-read under the lock: another writer may have saved since
+        old = sets.get(fs.name)
+        saved = FeatureSet(
+            name=fs.name,
+            description=fs.description,
+            features=list(fs.features),
+            created=old.created if old else fs.created,
+            updated=now_iso(),
+        )
+        sets[saved.name] = saved
+        _write_atomic(path, sets)
+    return saved
+
+
+def add_to_set(
+    run: Any,  # noqa: ANN401 - a run folder or an object with .path
+    name: str,
+    latents: list[int],
+    *,
+    description: str = "",
+    n_latents: int | None = None,
+) -> FeatureSet:
+    """Add latents to the set `name` (created if new; `description` replaces the old one when given).
+
+    The set is read and written under the store lock, so concurrent additions to one set are all kept.
+    """
+    name = validate_set_name(name)
+    _check_range(FeatureSet(name, description, list(latents)), n_latents)
+    path = sets_path(run)
+    with store_lock(_run_of(path)):
+        sets = load_sets(run)
+        old = sets.get(name)
+        saved = FeatureSet(
+            name=name,
+            description=old.description if old and not description else description,
+            features=(old.features if old else []) + [int(i) for i in latents],
+            created=old.created if old else now_iso(),
+            updated=now_iso(),
+        )
+        sets[name] = saved
+        _write_atomic(path, sets)
+    return saved
+
+
+def _check_range(fs: FeatureSet, n_latents: int | None) -> None:
     if n_latents is not None:
         bad = [i for i in fs.features if i >= n_latents]
         if bad:
             raise UserError(
                 f"set {fs.name!r}: latent {bad[0]} out of range (the run has {n_latents} latents)"
             )
-    path = sets_path(run)
-    sets = load_sets(run)
-    old = sets.get(fs.name)
-    saved = FeatureSet(
-        name=fs.name,
-        description=fs.description,
-        features=list(fs.features),
-        created=old.created if old else fs.created,
-        updated=now_iso(),
-    )
-    sets[saved.name] = saved
-    _write_atomic(path, sets)
-    return saved
 
 
 def delete_set(run: Any, name: str) -> None:
     """Remove a set; UserError if there is no set of that name."""
     name = validate_set_name(name)
-    sets = load_sets(run)
-    if name not in sets:
-        raise UserError(f"--set: no feature set named {name!r} (sets: {', '.join(sorted(sets)) or 'none'})")
-    del sets[name]
-    _write_atomic(sets_path(run), sets)
+    path = sets_path(run)
+    with store_lock(_run_of(path)):
+        sets = load_sets(run)
+        if name not in sets:
+            raise UserError(
+                f"--set: no feature set named {name!r} (sets: {', '.join(sorted(sets)) or 'none'})"
+            )
+        del sets[name]
+        _write_atomic(path, sets)
 
 
 def get_set(run: Any, name: str) -> FeatureSet:

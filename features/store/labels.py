@@ -6,9 +6,12 @@ tester, or by any other caller):
     {"latent": 12, "who": "ana", "when": "2025-01-01T12:00:00+00:00", "kind": "tokens", "text": "the, a",
      "precision": 0.5, "recall": 0.25, "auroc": 0.61, "n_pos": 40, "n_neg": 80}
 
-NaN scores are written as null. Each attempt is written with one `write` on a file opened for appending, so
-concurrent viewers never interleave half lines; a line cut short by a crash is skipped (with a warning) when read.
-The exporter reads this file for a feature set's "labels tried".
+NaN scores are written as null. Each attempt is appended with one `write`, under the run's store lock
+(`features.store.publish.store_lock`, which publishing a rescore takes too, so an attempt saved during a rescore is carried
+into the new store), so concurrent viewers neither interleave nor lose lines. A line cut short by a crash (not
+JSON) is skipped with a warning when read; a line that is JSON but not a valid attempt (a list, a latent that is not
+an index, a time that is not ISO-8601 text, ...) is a one-line `UserError` naming the line. The exporter reads this
+file for a feature set's "labels tried".
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from activations.errors import UserError
-from features.store import FEATURES_DIR
+from features.store.publish import FEATURES_DIR, store_lock
 
 LABELS_FILE = "labels.jsonl"
 SCORE_KEYS = ("precision", "recall", "auroc", "n_pos", "n_neg")
@@ -95,12 +98,15 @@ def append_attempt(
         **values,
     )
     line = (json.dumps(asdict(attempt), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    # one write() on an O_APPEND descriptor: concurrent writers never interleave inside a line
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    with store_lock(path.parent.parent):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a line cut short by a crash stays on its own line (skipped when read)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
     return attempt
 
 
@@ -119,11 +125,45 @@ def read_attempts(run: str | Path, latent: int | None = None) -> list[Attempt]:
             continue
         try:
             rec = json.loads(line)
-            att = Attempt(**{k: rec.get(k) for k in Attempt.__dataclass_fields__})
-        except (json.JSONDecodeError, TypeError) as err:
-            # a crash mid-write can only cut the last line; anything else is a damaged file worth hearing about
-            log.warning("%s:%d: skipping an unreadable label attempt (%s)", path, n, err)
+        except json.JSONDecodeError as err:
+            # what a crash mid-write leaves: part of a line; the next append starts a fresh line after it
+            log.warning("%s:%d: skipping a label attempt cut short (%s)", path, n, err)
             continue
+        try:
+            att = check_attempt(rec)
+        except ValueError as err:
+            raise UserError(f"{path}:{n}: not a valid label attempt ({err})") from None
         if latent is None or att.latent == int(latent):
             out.append(att)
     return out
+
+
+def _is_int(v: Any) -> bool:  # noqa: ANN401
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_attempt(rec: Any) -> Attempt:  # noqa: ANN401 - anything read from the file
+    """An Attempt from one parsed line, every field checked; ValueError naming the first bad field."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a line must be a JSON object, got {type(rec).__name__}")
+    if not _is_int(rec.get("latent")) or rec["latent"] < 0:
+        raise ValueError(f"latent must be a latent index, got {rec.get('latent')!r:.40}")
+    for key in ("who", "kind", "text"):
+        if not isinstance(rec.get(key), str):
+            raise ValueError(f"{key} must be text, got {type(rec.get(key)).__name__}")
+    when = rec.get("when")
+    try:
+        if not isinstance(when, str):
+            raise ValueError
+        datetime.fromisoformat(when)
+    except ValueError:
+        raise ValueError(f"when must be an ISO-8601 time as text, got {when!r:.40}") from None
+    for key in ("precision", "recall", "auroc"):
+        v = rec.get(key)
+        if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool)):
+            raise ValueError(f"{key} must be a number or null, got {v!r:.40}")
+    for key in ("n_pos", "n_neg"):
+        v = rec.get(key)
+        if v is not None and not (_is_int(v) and v >= 0):
+            raise ValueError(f"{key} must be a count or null, got {v!r:.40}")
+    return Attempt(**{k: rec.get(k) for k in Attempt.__dataclass_fields__})

@@ -3,9 +3,12 @@
 - `schema`: file names, the format version, every column of features.parquet and every dataset of examples.h5
   (declared by their owners: criteria, labelability, flag, scorer) and STORE.md's generated tables;
 - `writer`: `write_store(folder, StoreContent)` and its parts, conforming what is written to the schema;
-- `reader`: `FeatureStore.open(run_dir)` and the per-latent records it returns.
+- `reader`: `FeatureStore.open(run_dir)` and the per-latent records it returns;
+- `publish`: how a finished `RUN/features.tmp/` becomes `RUN/features/` (recoverable at every instant), and the run's
+  store lock;
+- `sets`, `labels`: the person's data beside the store (`sets.json`, `labels.jsonl`), written under that lock.
 
-`xenofeat score` writes four files into `RUN/features.tmp/` and renames the folder to `RUN/features/` only when all
+`xenofeat score` writes four files into `RUN/features.tmp/` and publishes the folder as `RUN/features/` only when all
 are complete, so a folder named `features/` is always a whole store.
 """
 

@@ -15,7 +15,8 @@ from conftest import REPO, error_line, run_cli
 
 from activations import overwrite as ow
 from activations.errors import UserError
-from activations.synth import SynthConfig, generate_synthetic
+from activations.synth import SynthConfig
+from activations.synth_write import generate_synthetic
 from features import store as st
 from features.store.publish import prepare
 from sae_training import run as sr

@@ -9,7 +9,7 @@ Set `XENOFEAT_FAULT=NAME` (or `NAME:N`) and the process SIGKILLs itself the N-th
 | `train.after_step` | `sae_training.trainer`, after each training step (and its checkpoint, if one is due) |
 | `score.stage:STAGE` | `features.score`, when a stage ends (stream, support, function_mdl, stability, atomicity, geometry, labelability, control, write) |
 | `publish.STEP` | `features.store.publish`, at each step of publishing a store (ready, after_copy, between_renames, after_renames) |
-| `export.before_rename` | `features.export`, when the export is complete in its hidden folder, before it takes its name |
+| `export.before_rename` | `features.exporters`, when the export is complete in its hidden folder, before it takes its name |
 
 A trailing `:N` of digits is the hit count; anything else after a colon is part of the name
 (`score.stage:labelability` is hit once, `cache.after_chunk:3` on the third chunk). With the variable unset a point

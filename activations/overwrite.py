@@ -15,7 +15,7 @@ never replaced by an export), a file or folder xenofeat did not write, the curre
 symbolic link. `check_location(path)` refuses any output inside a feature store folder, overwrite or not, since the
 store is replaced as a whole by the next score. The markers are declared here, at the bottom of the import chain, so
 every package can use the guard; each owner module (activations.format, sae_training.run, features.store,
-features.export) uses the same values, and a test checks that they agree.
+features.exporters) uses the same values, and a test checks that they agree.
 """
 
 from __future__ import annotations

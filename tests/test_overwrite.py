@@ -45,7 +45,7 @@ def cli_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_markers_agree_with_their_owners() -> None:
     assert ow.RUN_KIND == sr.RUN_KIND and ow.RUN_FILE == sr.RUN_JSON
     assert ow.STORE_FORMAT == st.STORE_FORMAT and ow.STORE_SUMMARY == st.SUMMARY_FILE
-    from features.export import EXPORT_MARKER
+    from features.exporters import EXPORT_MARKER
 
     assert EXPORT_MARKER == ow.EXPORT_MARKER
 

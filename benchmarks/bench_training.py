@@ -13,23 +13,19 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from sae_lens import LoggingConfig
+from sae_lens.config import SAETrainerConfig
+from sae_lens.training.sae_trainer import SAETrainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sae_lens import LoggingConfig  # noqa: E402
-from sae_lens.config import SAETrainerConfig  # noqa: E402
-from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
-
-from sae_training.config import TrainConfig  # noqa: E402
-from sae_training.saes import inference_encode  # noqa: E402
-from sae_training.trainer import _new_member, _step, train  # noqa: E402
+from sae_training.config import TrainConfig
+from sae_training.saes import inference_encode
+from sae_training.trainer import _new_member, _step, train
 
 D_IN, WIDTH, K, BATCH = 384, 3072, 32, 4096
 

@@ -22,14 +22,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # the shared test builders (tests/helpers/)
 torch.set_num_threads(1)
 
 
 def main() -> None:
     import streamlit as st
-    from helpers.demo_store import build_random_store
     from streamlit.testing.v1 import AppTest
+
+    from tests.helpers.demo_store import build_random_store
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--latents", type=int, default=16384)

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, error_line, run_cli
+
+from tests.helpers.common import REPO, error_line, run_cli
 
 PACKAGES = ("activations", "sae_training", "features", "viewer")
 """Lowest first: a module may import its own package and the packages before it, never one after it."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, error_line, run_cli
 
 from activations import overwrite as ow
 from activations.errors import UserError
@@ -22,6 +21,7 @@ from features.store.publish import prepare
 from sae_training import run as sr
 from sae_training.config import TrainConfig
 from sae_training.trainer import train
+from tests.helpers.common import REPO, error_line, run_cli
 
 SMALL = SynthConfig(d_model=16, n_seq=40, context_size=16, n_token=4, n_hash=0, n_hidden=0, n_circle=0)
 TINY = TrainConfig(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import error_line, run_cli
-
 from features.store import FeatureStore
+from tests.helpers.common import error_line, run_cli
 
 
 def _config(tmp_path: Path, corpus: Path) -> Path:

@@ -2,8 +2,8 @@
 
 Opens a flagged latent from the overview, scores a label in the label tester, adds the latent to a feature set and
 downloads the set's JSON export, and saves a screenshot to `artifacts/` (the CI artefact). Skips with a reason when
-chromium or playwright is missing; `.ci/browser-deps` installs both. Run as a script (`python
-tests/browser/test_browser.py RUN`) it takes the README screenshots into docs/ instead.
+chromium or playwright is missing; `.ci/browser-deps` installs both. Run as a module (`python -m
+tests.browser.test_browser RUN` from the repository root) it takes the README screenshots into docs/ instead.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/browser/, when run as a script
-from scored_run import scored_run  # noqa: E402, F401 - session fixture
-from served import ARGS, CHROMIUM, REPO, browser, settle, viewer  # noqa: E402
+from tests.helpers.served import ARGS, CHROMIUM, REPO, browser, settle, viewer
 
 ARTIFACTS = REPO / "artifacts"
 

@@ -10,7 +10,6 @@ as literal text. Skips without chromium or playwright (.ci/browser-deps installs
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers.demo_store import WORDS, build_random_store  # noqa: E402
-from served import ARGS, CHROMIUM, browser, settle, viewer  # noqa: E402
+from tests.helpers.demo_store import WORDS, build_random_store
+from tests.helpers.served import ARGS, CHROMIUM, browser, settle, viewer
 
 PNG = bytes.fromhex(  # a 1x1 transparent PNG, so a fetched image would load and show
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers.demo_store import build_random_store  # noqa: E402
-from served import group_alive, kill_group, port_in_use, start  # noqa: E402
+from tests.helpers.demo_store import build_random_store
+from tests.helpers.served import group_alive, kill_group, port_in_use, start
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

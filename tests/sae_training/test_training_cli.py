@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_fixtures import planted_cache
 
 from features.cli import main
+from tests.helpers.training import planted_cache
 
 torch.set_num_threads(1)
 

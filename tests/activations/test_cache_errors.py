@@ -6,9 +6,9 @@ import shutil
 
 import h5py
 import numpy as np
-from conftest import error_line, run_cli
 
 from activations import format as fmt
+from tests.helpers.common import error_line, run_cli
 
 SMALL = ["--context-size", "32", "--max-tokens", "300"]
 

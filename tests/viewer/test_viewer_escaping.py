@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from helpers.demo_store import WORDS, build_random_store
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from activations.errors import UserError
 from features.store import FeatureStore
 from features.store.sets import load_sets
+from tests.helpers.common import REPO
+from tests.helpers.demo_store import WORDS, build_random_store
 from viewer.render import md_code, md_text
 
-APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")
+APP = str(REPO / "viewer" / "app.py")
 URL = (
     "http://127.0.0.1:9"  # nothing listens there; the browser test counts requests to a live listener instead
 )

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers.demo_store import build_random_store
 
 from activations.errors import UserError
 from activations.settings import Settings, number
@@ -26,6 +25,7 @@ from features.flags import FlagConfig, apply_flags, verdict_table
 from features.scoring import Timer, run_criteria
 from features.store import FeatureStore
 from features.store.schema import column_table_md, table_columns
+from tests.helpers.demo_store import build_random_store
 
 torch.set_num_threads(1)
 

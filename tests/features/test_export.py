@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,12 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import error_line, run_cli  # noqa: E402
-from scored_run import scored_run  # noqa: E402, F401
-
-import features  # noqa: E402
-from activations.cache import ActivationCache  # noqa: E402
-from activations.errors import UserError  # noqa: E402
-from features.exporters import FORMATS, export  # noqa: E402
-from features.selection import Selection, evaluate_where  # noqa: E402
+import features
+from activations.cache import ActivationCache
+from activations.errors import UserError
+from features.exporters import FORMATS, export
+from features.selection import Selection, evaluate_where
+from tests.helpers.common import error_line, run_cli
 
 torch.set_num_threads(1)
 
@@ -197,12 +193,11 @@ def test_delphi_layout(exported):
 
 
 @pytest.mark.skipif(
-    not (Path("/tmp/delphi-pkg/delphi").is_dir() or __import__("importlib").util.find_spec("delphi")),
-    reason="eai-delphi not available (its full install pulls vllm and CUDA torch)",
+    __import__("importlib").util.find_spec("delphi") is None,
+    reason="eai-delphi not installed (its full install pulls vllm and CUDA torch; `pip install --no-deps eai-delphi`"
+    " plus faiss-cpu is enough for this test)",
 )
 def test_delphi_loader_reads_export(exported):
-    if Path("/tmp/delphi-pkg/delphi").is_dir():
-        sys.path.append("/tmp/delphi-pkg")  # a --no-deps install of eai-delphi and its light loader deps
     pytest.importorskip("faiss")
     from delphi.config import ConstructorConfig, SamplerConfig
     from delphi.latents import LatentDataset

@@ -11,15 +11,15 @@ import h5py
 import numpy as np
 import pytest
 import streamlit as st
-from helpers.demo_store import build_random_store
-from scored_run import scored_run  # noqa: F401 - session fixture
 from streamlit.testing.v1 import AppTest
 
 from features.store import FeatureStore
 from features.store.labels import read_attempts
 from features.store.sets import load_sets
+from tests.helpers.common import REPO
+from tests.helpers.demo_store import build_random_store
 
-APP = str(Path(__file__).resolve().parents[1] / "viewer" / "app.py")
+APP = str(REPO / "viewer" / "app.py")
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """A small scored synthetic run for tests: planted truth -> 3-seed TopK ensemble -> `xenofeat score` store.
 
-Use it from any test module with `from scored_run import scored_run  # noqa: F401` and a `scored_run` argument; it
+Registered for every test by tests/conftest.py (`pytest_plugins`): a test takes a `scored_run` argument; it
 is built once per session (about 20 s on one core) under pytest's temporary folder. Nothing in it is mocked: the
 cache comes from `activations.synth_write.generate_synthetic`, the SAEs from `sae_training.train`, the store from
 `features.score.score`.

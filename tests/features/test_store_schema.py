@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
-from helpers.demo_store import build_random_store
 
 from features.columns import Column
 from features.store import FeatureStore, schema, write_table
 from features.store.writer import conform_datasets
+from tests.helpers.common import REPO
+from tests.helpers.demo_store import build_random_store
 
 FIXTURE_1_0 = REPO / "tests" / "fixtures" / "store-v1.0"
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from activations.errors import UserError
 from features.store.labels import append_attempt, labels_path, read_attempts
 from features.store.sets import FeatureSet, add_to_set, load_sets, save_set, sets_path
+from tests.helpers.common import REPO
 
 N = 200  # saves per process, as in the issue (2 x 200: without the lock about half were lost)
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, error_line, run_cli
-from scored_run import TRAIN, scored_run  # noqa: F401
 
 from activations.errors import UserError
 from activations.synth import HASH, HIDDEN, TOKEN, SynthConfig
@@ -22,6 +20,8 @@ from features.score import ScoreJob, score
 from features.store import FeatureStore
 from sae_training.recovery import recovery
 from sae_training.run import load_member
+from tests.helpers.common import REPO, error_line, run_cli
+from tests.helpers.scored_run import TRAIN
 
 
 def _planted_kind(scored_run) -> np.ndarray:  # noqa: ANN001, F811

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from scored_run import scored_run  # noqa: F401
 
 from activations.cache import ActivationCache
 from activations.errors import UserError

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import run_cli
 
 from activations.cache import ActivationCache
 from activations.importer import import_cache
+from tests.helpers.common import FIXTURES, run_cli
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = FIXTURES
 
 
 def make_import(

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_fixtures import HOOK, planted_cache
 
 from sae_training.config import TrainConfig
 from sae_training.metrics import ReconstructionStats
 from sae_training.run import load_member, load_run
 from sae_training.trainer import train
+from tests.helpers.training import HOOK, planted_cache
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 from features.labelability import LBLConfig, auroc, labelability, shuffled_control
 from features.labelability.windows import build_index, window_matrix
+from tests.helpers.common import FIXTURES
 
 torch.set_num_threads(1)
 
@@ -170,7 +170,7 @@ def test_pruning_skips_costly_describers_only_when_token_suffices(data):
     assert pruned.aurocs["token"][0] == full.aurocs["token"][0]
 
 
-EXPECTED = Path(__file__).parent / "fixtures" / "lbl_planted_expected.json"
+EXPECTED = FIXTURES / "lbl_planted_expected.json"
 
 
 @pytest.mark.parametrize("case", ["planted", "planted_noprune", "planted_window_boot", "planted_control"])

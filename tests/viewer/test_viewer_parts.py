@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.demo_store import build_random_store
 
 from activations.errors import UserError
 from features.label_tester import HypothesisScore
 from features.store.labels import append_attempt, labels_path, read_attempts
+from tests.helpers.demo_store import build_random_store
 from viewer import cli
 from viewer.data import parse_indices, parse_latent, run_dir_from
 from viewer.render import window_html

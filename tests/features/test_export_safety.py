@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, error_line, run_cli
-from scored_run import scored_run  # noqa: F401
 
 from features.label_tester import parse_hypothesis, score_hypothesis
 from features.store import FeatureStore
 from features.store.labels import append_attempt
+from tests.helpers.common import REPO, error_line, run_cli
 
 
 def cli_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from helpers.demo_store import build_random_store
 
 from features.columns import Column
 from features.labelability import (
@@ -30,6 +29,7 @@ from features.labelability import (
     unregister_describer,
 )
 from features.store import FeatureStore
+from tests.helpers.demo_store import build_random_store
 from viewer.feature_page import describer_rows
 from viewer.table import describer_choices, shown_columns
 

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_fixtures import HOOK, planted_cache
 
 from sae_training.config import TrainConfig
 from sae_training.metrics import ReconstructionStats
 from sae_training.recovery import recovery
 from sae_training.run import load_member, load_run
 from sae_training.trainer import train
+from tests.helpers.common import REPO
+from tests.helpers.training import HOOK, planted_cache
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 SMALL = dict(
     width=96,

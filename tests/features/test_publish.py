@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, error_line, run_cli
-from scored_run import scored_run  # noqa: F401
 
 from activations.errors import UserError
 from features.store import FeatureStore
 from features.store.labels import append_attempt, read_attempts
 from features.store.publish import OLD_DIR, READY, TMP_DIR, prepare, publish, recover
 from features.store.sets import FeatureSet, load_sets, save_set
+from tests.helpers.common import REPO, error_line, run_cli
 
 POINTS = ("publish.ready", "publish.after_copy", "publish.between_renames", "publish.after_renames")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scored_run import SYNTH
 
 from activations.synth_write import generate_synthetic
 from sae_training.config import TrainConfig
 from sae_training.recovery import recovery
 from sae_training.run import load_member, load_run
 from sae_training.trainer import train
+from tests.helpers.scored_run import SYNTH
 
 torch.set_num_threads(1)
 

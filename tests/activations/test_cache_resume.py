@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import PROSE, REPO, error_line, run_cli
 
 from activations import format as fmt
+from tests.helpers.common import PROSE, REPO, error_line, run_cli
 
 
 @pytest.fixture(scope="module")

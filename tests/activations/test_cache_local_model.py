@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROSE, run_cli
+
+from tests.helpers.common import PROSE, run_cli
 
 
 @pytest.fixture(scope="module")

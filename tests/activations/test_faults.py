@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
 from activations.faults import fault_point, parse_fault
+from tests.helpers.common import REPO
 
 LOOP = (
     "import sys; from activations.faults import fault_point\n"

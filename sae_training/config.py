@@ -36,7 +36,6 @@ ARCHS: dict[str, str] = {
     "matryoshka": "matryoshka_batchtopk",
 }
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
-L1_FAMILY = ("standard", "gated")
 
 # beyond these a value is a typo, not a plan (a width of 2^24 latents is 25 GiB of decoder at d_in 384)
 MAX_WIDTH = 1 << 24

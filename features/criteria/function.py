@@ -10,7 +10,7 @@ a_ti ‖d_i‖. Replacing a_ti d_i by a_ti ‖d_i‖ u (u a random unit vector) 
 
     ΔSSE_null(u) = Σ_t [2 a_ti ‖d_i‖ uᵀ r_t + 2 a_ti² ‖d_i‖ uᵀ d_i − a_ti² ‖d_i‖²]
 
-(expand ‖r_{−i}‖² − ‖r_{−i} − a‖d‖u‖² with r_{−i} = r + a d_i). This differs from the form in literature.md §E1,
+(expand ‖r_{−i}‖² − ‖r_{−i} − a‖d‖u‖² with r_{−i} = r + a d_i). This differs from the usual form,
 Σ_t [a² ‖d‖² + 2 a ‖d‖ uᵀ r_t], which keeps i's own a²‖d‖² term and i's residual: its mean equals ΔSSE_i of any latent
 whose direction the SAE fits well (dᵀr ≈ 0), so a real direction sits at its median and would pass 5% of the time.
 The replacement null puts a random direction near −Σ a²‖d‖² (it adds error), a real one near +Σ a²‖d‖², and a

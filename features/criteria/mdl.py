@@ -8,7 +8,7 @@ variance σ² = SSE / (T d) costs (T d / 2) log2(2πe σ²) bits, so removing la
 
     bits_saved_i = (d / 2) · log2((SSE + ΔSSE_i) / SSE)      bits per token,
 
-which is literature.md §E1's (T d / 2) log2(SSE_{−i} / SSE) / T. A latent passes when bits_saved_i >= DL_i. A latent
+which is SAEBench's MDL form (T d / 2) log2(SSE_{−i} / SSE), per token. A latent passes when bits_saved_i >= DL_i. A latent
 whose removal lowers the error (ΔSSE_i <= 0) saves no bits and fails.
 
 An antipodal pair is one signed feature: its cost is the entropy of the three-way event (i fires, j fires, neither),

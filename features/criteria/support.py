@@ -145,43 +145,6 @@ def antipodal_pairs(
     return AntipodalPairs(partner, score)
 
 
-class SupportAccumulator:
-    """Streaming C1 counts over chunks of tokens in cache order.
-
-    The distinct-document count is exact when each document's tokens are contiguous in the stream (the cache
-    writes documents in order, one or more whole sequences each); a latent's document count grows whenever its
-    firing document changes. Use `support` on a whole csc matrix when that does not hold.
-    """
-
-    def __init__(self, n_latents: int) -> None:
-        self.count = np.zeros(n_latents, dtype=np.int64)
-        self.n_docs = np.zeros(n_latents, dtype=np.int64)
-        self.last_doc = np.full(n_latents, np.iinfo(np.int64).min, dtype=np.int64)
-        self.n_tokens = 0
-
-    def update(self, acts_csr: sp.spmatrix, doc_ids: np.ndarray) -> None:
-        """Add a chunk: activations (n, F) and the document id (n,) of each of its tokens."""
-        a = acts_csr.tocsc(copy=True)
-        a.sort_indices()
-        cols, rows = _column_rows(a)  # sorted by column, then row
-        docs = np.asarray(doc_ids, dtype=np.int64)[rows]
-        self.count += np.bincount(cols, minlength=len(self.count))
-        prev_doc = np.empty_like(docs)
-        prev_doc[1:] = docs[:-1]
-        first = np.ones(len(cols), dtype=bool)
-        first[1:] = cols[1:] != cols[:-1]
-        prev_doc[first] = self.last_doc[cols[first]]
-        self.n_docs += np.bincount(cols[docs != prev_doc], minlength=len(self.count))
-        last = np.ones(len(cols), dtype=bool)
-        last[:-1] = cols[1:] != cols[:-1]
-        self.last_doc[cols[last]] = docs[last]
-        self.n_tokens += a.shape[0]
-
-    def result(self, cfg: SupportConfig) -> SupportResult:
-        """C1 values so far (without pair unions: use `support` with `partner` for those)."""
-        return _result(self.count.copy(), self.n_docs.copy(), self.n_tokens, cfg)
-
-
 def _compute(ctx: Context, cfg: SupportConfig) -> Outcome:
     """C1 with antipodal pairing; the density column is the latent's own (before pairing), over unmasked tokens."""
     sup = support(ctx.acts, ctx.doc_ids, cfg)

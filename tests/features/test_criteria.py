@@ -15,7 +15,7 @@ from features.criteria.function import FunctionAccumulator, FunctionConfig
 from features.criteria.geometry import GeometryConfig, geometry, mixture_index, separability
 from features.criteria.mdl import MDLConfig, activation_entropy, binary_entropy, mdl
 from features.criteria.stability import StabilityConfig, stability
-from features.criteria.support import SupportAccumulator, SupportConfig, antipodal_pairs, support, with_pairs
+from features.criteria.support import SupportConfig, antipodal_pairs, support, with_pairs
 from features.flags import FlagConfig, apply_flags, summarize
 
 torch.set_num_threads(1)
@@ -33,21 +33,6 @@ def test_support_counts_tokens_and_documents():
     assert res.n_docs.tolist() == [2, 1, 0]
     assert np.allclose(res.density, [0.5, 1 / 3, 0])
     assert res.passes.tolist() == [True, False, False]
-
-
-def test_support_accumulator_matches_when_documents_are_contiguous():
-    rng = np.random.default_rng(0)
-    doc = np.repeat(np.arange(40), rng.integers(1, 30, 40))  # contiguous documents of varying length
-    acts = sp.random(len(doc), 25, density=0.05, random_state=1, format="csr", dtype=np.float32)
-    cfg = SupportConfig(min_firing_tokens=5, min_documents=4)
-    whole = support(acts.tocsc(), doc, cfg)
-    acc = SupportAccumulator(25)
-    for s in range(0, len(doc), 37):  # chunks cut documents in the middle
-        acc.update(acts[s : s + 37], doc[s : s + 37])
-    streamed = acc.result(cfg)
-    assert np.array_equal(streamed.firing_count, whole.firing_count)
-    assert np.array_equal(streamed.n_docs, whole.n_docs)
-    assert np.array_equal(streamed.passes, whole.passes)
 
 
 def test_antipodal_pair_found_and_tested_on_union_support():

@@ -9,7 +9,8 @@ Modules, one concern each:
 - `config`: `LBLConfig`, the `[labelability]` section of the definition (every constant that shapes the numbers).
 - `windows`: the document split, the per-token firing table, positive/negative sampling, window matrices.
 - `registry`: the `Describer` protocol, what a describer sees and returns, `register_describer`.
-- `token`, `rule`, `semantic`: the built-in describers, one module each (registered below, in tie order).
+- `token`, `rule`, `semantic`: the built-in describers, one module each, each ending in `DESCRIBER = ...`; the
+  registry finds every module of this package that defines `DESCRIBER` (no list to edit).
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 
@@ -18,8 +19,9 @@ Adding a describer is one new module plus its tests:
    `prepare(data)`, `describe(sample, data, state) -> Description` (fit on `sample.train` windows, score the test
    windows, give a readable form; in the shuffled control fit on the windows only) and `columns()` (at least
    `auroc_column(self)`). Settings it needs that a user should be able to change go in `config.LBLConfig`.
-2. One `register_describer(...)` line below (a plug-in outside the package calls `register_describer` itself).
-3. `tests/test_<name>_describer.py`: a planted latent it labels and one it must not.
+   The module ends with `DESCRIBER = <Class>()`: that is how the registry finds it (a plug-in outside the package
+   calls `register_describer` itself).
+2. `tests/features/test_<name>_describer.py`: a planted latent it labels and one it must not.
 Its `auroc_<name>` column, its part in LBL (max, bootstrap, pruning, best_describer), the store schema's LBL columns
 and the viewer's describer section, table column and filter all follow from the registry.
 """
@@ -41,14 +43,8 @@ from features.labelability.registry import (
     registered_describers,
     unregister_describer,
 )
-from features.labelability.rule import RuleDescriber
 from features.labelability.run import labelability, shuffled_control
-from features.labelability.semantic import SemanticDescriber
 from features.labelability.table import LBLTable, TestWindows, lbl_columns
-from features.labelability.token import TokenDescriber
-
-for _describer in (TokenDescriber(), RuleDescriber(), SemanticDescriber()):
-    register_describer(_describer, replace=True)  # replace: re-importing the package must not fail
 
 __all__ = [
     "Describer",

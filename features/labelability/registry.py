@@ -8,6 +8,8 @@ so none of them names a describer. `features.labelability` registers the built-i
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -104,12 +106,29 @@ def auroc_column(d: Describer) -> Column:
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _REGISTRY: dict[str, Describer] = {}
-"""Registered describers by name; filled by `register_describer` (the built-ins by `features.labelability`)."""
+"""Registered describers by name: the package's own (found by `_discover`) and any added by `register_describer`."""
+_DISCOVERED: list[bool] = []
+"""Non-empty once the package's describer modules have been read (discovery runs once per process, on first use)."""
+
+
+def _discover() -> None:
+    """Register every module of `features.labelability` that defines a module-level `DESCRIBER` (once): a new
+    describer is one new module, with no list to edit."""
+    if _DISCOVERED:
+        return
+    _DISCOVERED.append(True)
+    pkg = importlib.import_module("features.labelability")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        describer = getattr(module, "DESCRIBER", None)
+        if describer is not None and describer.name not in _REGISTRY:
+            register_describer(describer)
 
 
 def register_describer(describer: Describer, *, replace: bool = False) -> None:
     """Add a describer to the set LBL runs. Names are lower-case identifiers, unique, and not "none" (the
     `best_describer` of a latent that was not scored)."""
+    _discover()
     if not isinstance(describer, Describer):
         raise TypeError(f"{describer!r} does not implement the Describer protocol")
     name = describer.name
@@ -122,6 +141,7 @@ def register_describer(describer: Describer, *, replace: bool = False) -> None:
 
 def unregister_describer(name: str) -> Describer:
     """Remove a registered describer (tests, plug-ins that replace a built-in); returns it."""
+    _discover()
     if name not in _REGISTRY:
         raise KeyError(f"no describer named {name!r} (registered: {', '.join(describer_names())})")
     return _REGISTRY.pop(name)
@@ -129,6 +149,7 @@ def unregister_describer(name: str) -> Describer:
 
 def registered_describers() -> tuple[Describer, ...]:
     """The registered describers in tie order (the order of their `auroc_<name>` columns)."""
+    _discover()
     return tuple(sorted(_REGISTRY.values(), key=lambda d: (d.tie_order, d.name)))
 
 
@@ -139,6 +160,7 @@ def describer_names() -> tuple[str, ...]:
 
 def get_describer(name: str) -> Describer:
     """The registered describer called `name`."""
+    _discover()
     if name not in _REGISTRY:
         raise KeyError(f"no describer named {name!r} (registered: {', '.join(describer_names())})")
     return _REGISTRY[name]

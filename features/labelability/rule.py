@@ -167,3 +167,6 @@ class RuleDescriber:
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]
+
+
+DESCRIBER = RuleDescriber()

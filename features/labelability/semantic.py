@@ -64,3 +64,6 @@ class SemanticDescriber:
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]
+
+
+DESCRIBER = SemanticDescriber()

@@ -71,3 +71,6 @@ class TokenDescriber:
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]
+
+
+DESCRIBER = TokenDescriber()

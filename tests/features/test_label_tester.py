@@ -108,7 +108,7 @@ def test_fallback_without_the_regex_package(monkeypatch):
 
 
 def test_scores_lbl_held_out_windows():
-    from test_labelability import CFG, TOKEN_SET, planted
+    from tests.helpers.planted_lbl import CFG, TOKEN_SET, planted
 
     acts, tokens, doc_ids, mask, vocab = planted()
     table = labelability(acts, tokens, doc_ids, mask, np.array([0, 1]), CFG, seed=3, vocab=vocab)

@@ -7,6 +7,7 @@ Sizes that depend on the cache (the width from `expansion` and d_in) are checked
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +29,24 @@ L1_FAMILY = ("standard", "gated")
 MAX_WIDTH = 1 << 24
 MAX_BATCH = 1 << 20
 MAX_TOKENS = 10**13
+# torch.manual_seed and numpy take seeds up to 2^64 - 1; int64 keeps them exact in every file they are written to
+MAX_SEED = 2**63 - 1
+# the normalisation sample is drawn by cycling over the cache until it is full: beyond this it is a typo that hangs
+MAX_NORM_SAMPLE = 1 << 24
+# integer counts of tokens or steps: checked for type and bounded like --tokens, so no value overflows later
+_COUNTS = (
+    "tokens",
+    "eval_tokens",
+    "dead_after_tokens",
+    "checkpoint_every",
+    "lr_warmup_steps",
+    "warmup_steps_sparsity",
+    "log_every",
+    "pool_batches",
+    "downstream_seqs",
+    "k",
+    "batch_size",
+)
 
 
 def _opt(name: str) -> str:
@@ -105,6 +124,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"--arch: {self.arch!r} is not one of {', '.join(ARCHS)}")
+        self._check_ints()
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "matryoshka_widths", tuple(int(w) for w in self.matryoshka_widths))
         positive = (
@@ -149,6 +169,26 @@ class TrainConfig:
             raise ValueError(f"--target-l0: must be positive, got {self.target_l0}")
         if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise ValueError(f"--max-memory-gb: must be positive, got {self.max_memory_gb}")
+
+    def _check_ints(self) -> None:
+        """Integer options must be integers within bounds, before any of them reaches torch, numpy or a file."""
+        if not isinstance(self.seeds, list | tuple):
+            raise ValueError(f"--seeds: must be a list of integers, got {self.seeds!r}")
+        for name, values, top in (
+            ("seeds", self.seeds, MAX_SEED),
+            ("data_seed", (self.data_seed,), MAX_SEED),
+            ("norm_sample_tokens", (self.norm_sample_tokens,), MAX_NORM_SAMPLE),
+            ("width", () if self.width is None else (self.width,), MAX_WIDTH),
+            *((name, (getattr(self, name),), MAX_TOKENS) for name in _COUNTS),
+        ):
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"{_opt(name)}: must be an integer, got {v!r}")
+                if v > top:
+                    raise ValueError(f"{_opt(name)}: {v} is absurd (at most {top})")
+        # a float too: round(inf * d_in) would overflow when the width is derived
+        if not math.isfinite(self.expansion):
+            raise ValueError(f"--expansion: must be finite, got {self.expansion}")
 
     # -- derived values ------------------------------------------------------------------------------------------
     def d_sae(self, d_in: int) -> int:

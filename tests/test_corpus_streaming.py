@@ -257,3 +257,13 @@ def test_a_20mb_single_line_does_not_grow_memory(tmp_path, kind):
     res = _peak_growth(path, 20_000)
     assert res["tokens"] == 20_000
     assert res["grew_mib"] < 200, res
+
+
+def test_jsonl_not_utf8_is_skipped_not_a_traceback(tokenizer, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "good line of text"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    packed = pack_corpus(load_corpus(str(tmp_path)), tokenizer, 32, None, progress=False)
+    tokens, docs, _ = _tokens_of(packed)
+    expect = tokenizer(["good line of text"], add_special_tokens=False)["input_ids"][0]
+    np.testing.assert_array_equal(tokens, np.asarray(expect, np.int32))
+    assert set(docs.tolist()) == {0}

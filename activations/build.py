@@ -70,8 +70,10 @@ class CacheJob:
             raise UserError("--hook: name at least one hook")
 
 
-def build_cache(job: CacheJob, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Write (or resume) the cache described by `job`; returns its path."""
+def build_cache(
+    job: CacheJob, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> Path:
+    """Write (or resume) the cache described by `job`; returns its path (`progress`: draw progress bars)."""
     out = Path(job.out)
     if out.exists() and not (resume or overwrite):
         raise UserError(f"{out}: already exists; pass --overwrite to replace it or --resume to continue it")
@@ -88,7 +90,7 @@ def build_cache(job: CacheJob, *, resume: bool = False, overwrite: bool = False)
             f"--context-size: {job.context_size} exceeds the model's context of {model.max_context}"
         )
     corpus = load_corpus(job.corpus, text_field=job.text_field, split=job.split)
-    packed = pack_corpus(corpus, model.tokenizer, job.context_size, job.max_tokens)
+    packed = pack_corpus(corpus, model.tokenizer, job.context_size, job.max_tokens, progress=progress)
     settings = {
         "model_id": model.model_id,
         "model_fingerprint": model.fingerprint(),
@@ -120,19 +122,21 @@ def build_cache(job: CacheJob, *, resume: bool = False, overwrite: bool = False)
             overwrite=overwrite,
         )
     with writer:
-        _fill(writer, model, packed, hooks, job)
+        _fill(writer, model, packed, hooks, job, progress)
         writer.finish()
     return out
 
 
-def _fill(writer: CacheWriter, model, packed, hooks: list[str], job: CacheJob) -> None:
+def _fill(writer: CacheWriter, model, packed, hooks: list[str], job: CacheJob, progress: bool) -> None:
     n_seq, L = packed.tokens.shape
     start = writer.seqs_written
     np_dtype = np.dtype(job.dtype)
     tokens_t = torch.from_numpy(packed.tokens.astype(np.int64))
     attn_t = torch.from_numpy(packed.attention.astype(np.int64))
     t0 = time.perf_counter()
-    with tqdm(total=n_seq * L, initial=start * L, desc="caching", unit="tok", unit_scale=True) as bar:
+    with tqdm(
+        total=n_seq * L, initial=start * L, desc="caching", unit="tok", unit_scale=True, disable=not progress
+    ) as bar:
         for a in range(start, n_seq, job.batch_size):
             b = min(a + job.batch_size, n_seq)
             acts = capture(model, tokens_t[a:b].to(job.device), attn_t[a:b].to(job.device), hooks)

@@ -8,6 +8,7 @@ training reads shuffled pools through `sae_training.data.PoolSchedule`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -58,7 +59,65 @@ class Context:
     doc_id: int
 
 
+# TransformerLens-style hook names: dotted identifiers (`blocks.3.hook_resid_post`, `hook_embed`). They become HDF5
+# dataset paths under acts/, so anything else ('.', '..', '/', spaces) would name a different object or none.
+HOOK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+HOOK_NAME_MAX = 200
+# rows of the tokens dataset read at a time when checking token ids against the vocabulary (bounded memory)
+TOKEN_CHECK_ROWS = 8192
+
+
+def check_hook_name(hook: str, where: str = "--hook") -> str:
+    """Return `hook` if it is a TransformerLens-style dotted name; UserError naming `where` otherwise."""
+    if not isinstance(hook, str) or len(hook) > HOOK_NAME_MAX or not HOOK_NAME.fullmatch(hook):
+        raise UserError(
+            f"{where}: {str(hook)[:80]!r} is not a hook name (dotted names such as blocks.3.hook_resid_post: "
+            "letters, digits and '_' between dots)"
+        )
+    return hook
+
+
+def _attr_int(a: h5py.AttributeManager, name: str, path: Path, *, minimum: int) -> int:
+    v = a[name]
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer):
+        raise UserError(f"{path}: attribute '{name}' must be an integer, got {str(v)[:40]!r}")
+    if int(v) < minimum:
+        raise UserError(f"{path}: attribute '{name}' must be at least {minimum}, got {int(v)}")
+    return int(v)
+
+
+def _attr_str(a: h5py.AttributeManager, name: str, path: Path, default: str | None = None) -> str:
+    if default is not None and name not in a:
+        return default
+    v = a[name]
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if not isinstance(v, str):
+        raise UserError(f"{path}: attribute '{name}' must be a string, got {str(v)[:40]!r}")
+    return v
+
+
+def _attr_json(a: h5py.AttributeManager, name: str, path: Path, kind: type) -> Any:
+    try:
+        v = json.loads(_attr_str(a, name, path))
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise UserError(f"{path}: attribute '{name}' is not valid JSON ({str(err)[:80]})") from err
+    if not isinstance(v, kind):
+        raise UserError(f"{path}: attribute '{name}' must be a JSON {kind.__name__}, got {type(v).__name__}")
+    return v
+
+
+def _attr_bool(a: h5py.AttributeManager, name: str, path: Path) -> bool:
+    v = a[name]
+    if not isinstance(v, bool | np.bool_) and not (isinstance(v, int | np.integer) and int(v) in (0, 1)):
+        raise UserError(f"{path}: attribute '{name}' must be true or false, got {str(v)[:40]!r}")
+    return bool(v)
+
+
 def read_meta(f: h5py.File, path: Path) -> CacheMeta:
+    """The root attributes, checked for presence, type and range; UserError naming the file and attribute."""
     a = f.attrs
     if a.get(fmt.A_ENCODING_TYPE) != fmt.ENCODING_TYPE:
         raise UserError(f"{path}: not a xenofeat activation cache (no '{fmt.A_ENCODING_TYPE}' attribute)")
@@ -71,23 +130,87 @@ def read_meta(f: h5py.File, path: Path) -> CacheMeta:
     missing = [k for k in fmt.REQUIRED_ATTRS if k not in a]
     if missing:
         raise UserError(f"{path}: missing attribute(s) {', '.join(missing)}")
-    return CacheMeta(
+    hooks = _attr_json(a, fmt.A_HOOKS, path, list)
+    if not hooks:
+        raise UserError(f"{path}: attribute '{fmt.A_HOOKS}' lists no hook")
+    for hook in hooks:
+        check_hook_name(hook, f"{path}: attribute '{fmt.A_HOOKS}'")
+    dtype = _attr_str(a, fmt.A_DTYPE, path)
+    if dtype not in fmt.DTYPES:
+        raise UserError(
+            f"{path}: attribute '{fmt.A_DTYPE}' is {dtype[:40]!r}, not one of {', '.join(fmt.DTYPES)}"
+        )
+    meta = CacheMeta(
         format_version=version,
-        model_id=str(a[fmt.A_MODEL_ID]),
-        model_fingerprint=str(a[fmt.A_MODEL_FINGERPRINT]),
-        hooks=tuple(json.loads(a[fmt.A_HOOKS])),
-        d_model=int(a[fmt.A_D_MODEL]),
-        context_size=int(a[fmt.A_CONTEXT_SIZE]),
-        dtype=str(a[fmt.A_DTYPE]),
-        corpus=str(a.get(fmt.A_CORPUS, "")),
-        corpus_fingerprint=str(a[fmt.A_CORPUS_FINGERPRINT]),
-        seqs_written=int(a[fmt.A_SEQS_WRITTEN]),
-        tokens_written=int(a[fmt.A_TOKENS_WRITTEN]),
-        complete=bool(a[fmt.A_COMPLETE]),
-        xenofeat_version=str(a[fmt.A_XENOFEAT_VERSION]),
-        settings=json.loads(a[fmt.A_SETTINGS]),
-        source=str(a.get(fmt.A_SOURCE, "model")),
+        model_id=_attr_str(a, fmt.A_MODEL_ID, path),
+        model_fingerprint=_attr_str(a, fmt.A_MODEL_FINGERPRINT, path),
+        hooks=tuple(hooks),
+        d_model=_attr_int(a, fmt.A_D_MODEL, path, minimum=1),
+        context_size=_attr_int(a, fmt.A_CONTEXT_SIZE, path, minimum=1),
+        dtype=dtype,
+        corpus=_attr_str(a, fmt.A_CORPUS, path, default=""),
+        corpus_fingerprint=_attr_str(a, fmt.A_CORPUS_FINGERPRINT, path),
+        seqs_written=_attr_int(a, fmt.A_SEQS_WRITTEN, path, minimum=0),
+        tokens_written=_attr_int(a, fmt.A_TOKENS_WRITTEN, path, minimum=0),
+        complete=_attr_bool(a, fmt.A_COMPLETE, path),
+        xenofeat_version=_attr_str(a, fmt.A_XENOFEAT_VERSION, path),
+        settings=_attr_json(a, fmt.A_SETTINGS, path, dict),
+        source=_attr_str(a, fmt.A_SOURCE, path, default="model"),
     )
+    if meta.tokens_written > meta.seqs_written * meta.context_size:
+        raise UserError(
+            f"{path}: attribute '{fmt.A_TOKENS_WRITTEN}' ({meta.tokens_written}) exceeds "
+            f"{fmt.A_SEQS_WRITTEN} x {fmt.A_CONTEXT_SIZE} ({meta.seqs_written * meta.context_size})"
+        )
+    return meta
+
+
+def layout_problems(f: h5py.File, path: Path, meta: CacheMeta) -> list[str]:
+    """Every dataset that is missing or shaped against the attributes (cheap: no data is read)."""
+    n, L, d = meta.seqs_written, meta.context_size, meta.d_model
+    problems: list[str] = []
+    for name in fmt.ROW_DATASETS:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"{path}: dataset '{name}' is missing")
+        elif ds.ndim != 2 or ds.shape[1] != L or ds.shape[0] < n:
+            problems.append(f"{path}: dataset '{name}' has shape {ds.shape}, expected ({n}, {L})")
+    for hook in meta.hooks:
+        key = fmt.acts_path(hook)
+        ds = f.get(key)
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"{path}: dataset '{key}' is missing")
+        elif ds.ndim != 3 or ds.shape[1:] != (L, d) or ds.shape[0] < n:
+            problems.append(f"{path}: dataset '{key}' has shape {ds.shape}, expected ({n}, {L}, {d})")
+        elif str(ds.dtype) != meta.dtype:
+            problems.append(f"{path}: dataset '{key}' is {ds.dtype}, the file says {meta.dtype}")
+    vocab = f.get(fmt.VOCAB)
+    if not isinstance(vocab, h5py.Dataset):
+        problems.append(f"{path}: dataset '{fmt.VOCAB}' is missing")
+    elif vocab.ndim != 1 or vocab.shape[0] == 0 or vocab.dtype.kind not in "OSU":
+        problems.append(
+            f"{path}: dataset '{fmt.VOCAB}' must be a non-empty list of strings, got {vocab.dtype} {vocab.shape}"
+        )
+    return problems
+
+
+def token_range_problem(f: h5py.File, path: Path, n_seq: int) -> str | None:
+    """A problem if any of the first `n_seq` rows of tokens lies outside [0, vocab size); read in bounded chunks."""
+    tokens, vocab_size = f[fmt.TOKENS], f[fmt.VOCAB].shape[0]
+    lo, hi = 0, -1
+    for a in range(0, n_seq, TOKEN_CHECK_ROWS):
+        b = min(a + TOKEN_CHECK_ROWS, n_seq)
+        try:
+            block = tokens[a:b]
+        except OSError as err:
+            return f"{path}: dataset '{fmt.TOKENS}' rows {a}-{b} are corrupt ({err})"
+        if block.dtype.kind not in "iu":
+            return f"{path}: dataset '{fmt.TOKENS}' holds {block.dtype}, not integer token ids"
+        lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        return f"{path}: dataset '{fmt.TOKENS}' holds token id {bad}, outside the vocabulary of {vocab_size}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,17 +256,12 @@ class ActivationCache:
                     f"{path}: the cache is incomplete ({meta.seqs_written} sequences written); "
                     "finish it with `xenofeat cache ... --resume` or accept it with --allow-partial"
                 )
-            for name in fmt.ROW_DATASETS:
-                if name not in f or f[name].shape[0] < meta.seqs_written:
-                    raise UserError(
-                        f"{path}: dataset '{name}' is missing or shorter than {meta.seqs_written} rows"
-                    )
-            for hook in meta.hooks:
-                key = fmt.acts_path(hook)
-                if key not in f or f[key].shape[0] < meta.seqs_written:
-                    raise UserError(
-                        f"{path}: dataset '{key}' is missing or shorter than {meta.seqs_written} rows"
-                    )
+            problems = layout_problems(f, path, meta)
+            if problems:
+                raise UserError(problems[0])
+            bad = token_range_problem(f, path, meta.seqs_written)
+            if bad is not None:
+                raise UserError(bad)
         except BaseException:
             f.close()
             raise

@@ -11,6 +11,13 @@
 
 Files that are not valid UTF-8 are skipped, counted, and reported (one warning line); a corpus that yields no
 documents is an error. The order is deterministic (files sorted by path), so a cache can be resumed and audited.
+
+Memory does not grow with the length of a file or a line: files are read in pieces of READ_CHARS characters, and a
+document is handed to the tokenizer as pieces of at most MAX_PIECE_CHARS characters (see `split_pieces`), cut before
+a space or newline that follows a word character, so WordPiece and byte-level BPE tokenizers give the same tokens as
+for the whole text; documents no longer than that are one piece, exactly as before. Nothing is read past the point
+where the packer has its `--max-tokens`. (A JSONL line is still parsed whole; a paragraph longer than
+MAX_PIECE_CHARS is cut, in `--split paragraphs`, into paragraphs of that size.)
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import glob
 import json
 import logging
 import os
+import re
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,46 +49,144 @@ _SKIP_DIRS = {
     "ensurepip",
 }
 MIN_DOC_CHARS = 200
+# Largest piece of text handed to the tokenizer at once. A fast tokenizer holds about 70 bytes per character while it
+# works (measured: a 50 MB line peaked at 3.4 GB), so this bounds it to a few MB; documents up to this size are one
+# piece, exactly as before pieces existed.
+MAX_PIECE_CHARS = 100_000
+READ_CHARS = MAX_PIECE_CHARS  # characters read from a file at a time
+# A cut point, searched from the end of a piece backwards: a space or newline right after a word character. Read on
+# the reversed text, so the first match is the last cut point.
+_CUT = re.compile(r"[ \n]\w")
+
+
+class NotUtf8(Exception):
+    """A corpus file turned out not to be UTF-8 part-way through; the packer drops what it read from it."""
+
+
+def split_pieces(text: str, limit: int = MAX_PIECE_CHARS, *, final: bool = True) -> tuple[list[str], str]:
+    """Cut `text` into pieces of at most `limit` characters; returns (pieces, rest).
+
+    A piece ends before a space or newline that follows a word character, as late as possible in its second half, or
+    at `limit` exactly when there is none (text without spaces). With `final` the rest is empty (it is the last
+    piece); otherwise the rest (at most `limit` characters) is kept for the caller to prepend to what it reads next.
+    """
+    pieces: list[str] = []
+    start, n = 0, len(text)
+    while n - start > limit:
+        half = start + limit // 2
+        window = text[half : start + limit + 1][::-1]  # window[i] = text[start + limit - i]
+        m = _CUT.search(window)
+        cut = start + limit - m.start() if m else start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    rest = text[start:]
+    if final:
+        if rest:
+            pieces.append(rest)
+        rest = ""
+    return pieces, rest
 
 
 @dataclass(frozen=True)
 class Document:
-    """One document of a corpus; `source` says where it came from (file, topic or object)."""
+    """One document of a corpus; `source` says where it came from (file, topic or object).
+
+    Its text is `text`, or, when `path` is set, the contents of that file, read piece by piece. A document with
+    `drop_if_blank` that holds only whitespace is not a document at all (it gets no document id).
+    """
 
     text: str
     source: str
+    path: Path | None = None
+    drop_if_blank: bool = False
+
+    def pieces(self) -> Iterator[str]:
+        """The text in pieces of at most MAX_PIECE_CHARS characters (NotUtf8 if a file turns out not UTF-8)."""
+        if self.path is None:
+            yield from split_pieces(self.text)[0]
+            return
+        yield from _stream_pieces(_read_chunks(self.path))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a run of documents comes from (one file, or one built-in collection); skipped as a whole if not UTF-8."""
+
+    name: str
+    documents: Callable[[], Iterator[Document]]
 
 
 @dataclass
 class Corpus:
-    """A named, re-iterable stream of documents."""
+    """A named, re-iterable stream of documents, grouped by source."""
 
     spec: str
-    _docs: list[Document] = field(repr=False)
-    skipped_files: int = 0
+    _sources: Callable[[], Iterator[Source]] = field(repr=False)
+
+    def sources(self) -> Iterator[Source]:
+        return self._sources()
 
     def __iter__(self) -> Iterator[Document]:
-        return iter(self._docs)
+        """Every document of every source (a source that is not UTF-8 raises NotUtf8 here; the packer skips it)."""
+        for src in self.sources():
+            yield from src.documents()
 
-    def __len__(self) -> int:
-        return len(self._docs)
+    @classmethod
+    def of(cls, spec: str, docs: list[Document]) -> Corpus:
+        """A corpus of documents already in memory, as one source."""
+        return cls(spec, lambda: iter([Source(spec, lambda: iter(docs))]))
 
 
-def _group_paragraphs(text: str, source: str, min_chars: int = MIN_DOC_CHARS) -> list[Document]:
-    """Split on blank lines and merge consecutive paragraphs until each document has `min_chars` characters."""
-    docs: list[Document] = []
+def _read_chunks(path: Path) -> Iterator[str]:
+    """The file's text, READ_CHARS characters at a time (universal newlines, as `Path.read_text`)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            while chunk := fh.read(READ_CHARS):
+                yield chunk
+    except UnicodeDecodeError as err:
+        raise NotUtf8(str(path)) from err
+    except OSError as err:
+        raise UserError(f"--corpus: cannot read {path} ({err.strerror})") from err
+
+
+def _stream_pieces(chunks: Iterable[str]) -> Iterator[str]:
+    rest = ""
+    for chunk in chunks:
+        pieces, rest = split_pieces(rest + chunk, final=False)
+        yield from pieces
+    yield from split_pieces(rest)[0]
+
+
+def _stream_paragraphs(chunks: Iterable[str]) -> Iterator[str]:
+    """The same parts as `text.split("\n\n")` of the whole text, read chunk by chunk; over-long parts are cut."""
+    carry = ""
+    for chunk in chunks:
+        parts = (carry + chunk).split("\n\n")
+        carry = parts.pop()
+        yield from parts
+        if len(carry) > MAX_PIECE_CHARS:  # one paragraph the size of a book: cut it so memory stays bounded
+            pieces, carry = split_pieces(carry, final=False)
+            yield from pieces
+    yield carry
+
+
+def _group_paragraphs(
+    paragraphs: Iterable[str], source: str, min_chars: int = MIN_DOC_CHARS
+) -> Iterator[Document]:
+    """Merge consecutive non-blank paragraphs (stripped) until each document has `min_chars` characters."""
+    n = 0
     buf: list[str] = []
-    for para in text.split("\n\n"):
+    for para in paragraphs:
         para = para.strip()
         if not para:
             continue
         buf.append(para)
         if sum(len(p) for p in buf) >= min_chars:
-            docs.append(Document("\n\n".join(buf), f"{source}#{len(docs)}"))
+            yield Document("\n\n".join(buf), f"{source}#{n}")
+            n += 1
             buf = []
     if buf and sum(len(p) for p in buf) >= min_chars // 2:
-        docs.append(Document("\n\n".join(buf), f"{source}#{len(docs)}"))
-    return docs
+        yield Document("\n\n".join(buf), f"{source}#{n}")
 
 
 def _stdlib_docstrings() -> list[Document]:
@@ -113,35 +219,37 @@ def default_corpus() -> Corpus:
 
     docs: list[Document] = []
     for name in sorted(topics):
-        docs.extend(_group_paragraphs(topics[name], f"pydoc:{name}"))
+        docs.extend(_group_paragraphs(topics[name].split("\n\n"), f"pydoc:{name}"))
     docs.extend(_stdlib_docstrings())
-    return Corpus("default", docs)
+    return Corpus.of("default", docs)
 
 
-def _read_text(path: Path) -> str | None:
+def _jsonl_lines(path: Path) -> Iterator[str]:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return None
+        with path.open(encoding="utf-8") as fh:
+            yield from fh
+    except UnicodeDecodeError as err:
+        raise NotUtf8(str(path)) from err
     except OSError as err:
         raise UserError(f"--corpus: cannot read {path} ({err.strerror})") from err
 
 
 def _jsonl(path: Path, text_field: str) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"--corpus: {path}:{lineno} is not valid JSON ({err.msg})") from err
-            text = obj.get(text_field) if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                raise UserError(
-                    f"--corpus: {path}:{lineno} has no string field {text_field!r} (see --text-field)"
-                )
-            yield Document(text, f"{path}:{lineno}")
+    for lineno, line in enumerate(_jsonl_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"--corpus: {path}:{lineno} is not valid JSON ({err.msg})") from err
+        except RecursionError as err:
+            raise UserError(f"--corpus: {path}:{lineno} is JSON nested too deeply") from err
+        text = obj.get(text_field) if isinstance(obj, dict) else None
+        if not isinstance(text, str):
+            raise UserError(
+                f"--corpus: {path}:{lineno} has no string field {text_field!r} (see --text-field)"
+            )
+        yield Document(text, f"{path}:{lineno}")
 
 
 def _hf(spec: str, text_field: str) -> list[Document]:
@@ -185,24 +293,14 @@ def load_corpus(spec: str, *, text_field: str = "text", split: str = "file") -> 
     if spec == "default":
         return default_corpus()
     if spec.startswith("hf:"):
-        return Corpus(spec, _hf(spec, text_field))
-    docs: list[Document] = []
-    skipped = 0
-    for path in _files(spec):
+        return Corpus.of(spec, _hf(spec, text_field))
+    files = _files(spec)  # listed now, so a bad spec fails before the model runs; read lazily, in order
+
+    def documents(path: Path) -> Iterator[Document]:
         if path.suffix == ".jsonl":
-            docs.extend(_jsonl(path, text_field))
-            continue
-        text = _read_text(path)
-        if text is None:
-            skipped += 1
-            continue
+            return _jsonl(path, text_field)
         if split == "paragraphs":
-            docs.extend(_group_paragraphs(text, str(path)))
-        elif text.strip():
-            docs.append(Document(text, str(path)))
-    if skipped:
-        log.warning("--corpus: skipped %d file(s) that are not valid UTF-8", skipped)
-    if not docs:
-        what = f" ({skipped} file(s) skipped as not UTF-8)" if skipped else ""
-        raise UserError(f"--corpus: {spec} holds no text{what}")
-    return Corpus(spec, docs, skipped)
+            return _group_paragraphs(_stream_paragraphs(_read_chunks(path)), str(path))
+        return iter([Document("", str(path), path=path, drop_if_blank=True)])
+
+    return Corpus(spec, lambda: (Source(str(p), lambda p=p: documents(p)) for p in files))

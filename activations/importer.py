@@ -14,8 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from activations.cache import check_hook_name
 from activations.errors import UserError
 from activations.writer import CacheWriter
+
+# Without --vocab every token id gets a placeholder name `<id>` stored in the file; beyond the largest tokenizer
+# vocabularies in use (Gemma's 262,144) an id is a mistake, and a 2**40 id would make a list the size of memory.
+MAX_PLACEHOLDER_VOCAB = 262_144
+# a {token: id} vocabulary is laid out as a list indexed by id, so its ids are bounded the same way as a list's size
+MAX_VOCAB = 1 << 24
 
 
 def load_array(path: str | Path, option: str, key: str | None = None) -> np.ndarray:
@@ -45,6 +52,17 @@ def load_array(path: str | Path, option: str, key: str | None = None) -> np.ndar
     raise UserError(f"{option}: {path} must be a .npy or .safetensors file")
 
 
+def _check_sizes(tokens: str | Path, acts: str | Path, tok: np.ndarray, act: np.ndarray) -> None:
+    """Refuse empty inputs: a cache needs at least one sequence of one token with one activation dimension."""
+    n_seq, L = tok.shape
+    if n_seq == 0:
+        raise UserError(f"--tokens: {tokens} holds no sequences (shape {tok.shape})")
+    if L == 0:
+        raise UserError(f"--tokens: {tokens} has sequences of length 0 (shape {tok.shape})")
+    if act.shape[2] == 0:
+        raise UserError(f"--acts: {acts} has activations of width 0 (shape {act.shape})")
+
+
 def load_vocab(path: str | Path, size: int) -> list[str]:
     path = Path(path)
     try:
@@ -53,8 +71,11 @@ def load_vocab(path: str | Path, size: int) -> list[str]:
         raise UserError(f"--vocab: {path} is not a readable JSON file ({err})") from err
     if isinstance(obj, list) and all(isinstance(t, str) for t in obj):
         vocab = list(obj)
-    elif isinstance(obj, dict) and all(isinstance(v, int) for v in obj.values()):
-        vocab = [f"<{i}>" for i in range(max(obj.values(), default=-1) + 1)]
+    elif isinstance(obj, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in obj.values()):
+        ids = obj.values()
+        if ids and not (min(ids) >= 0 and max(ids) < MAX_VOCAB):
+            raise UserError(f"--vocab: {path} has token ids outside 0..{MAX_VOCAB - 1}")
+        vocab = [f"<{i}>" for i in range(max(ids, default=-1) + 1)]
         for tok, i in obj.items():
             vocab[i] = tok
     else:
@@ -79,6 +100,7 @@ def import_cache(
     batch_seqs: int = 256,
 ) -> Path:
     """Validate the arrays and write them as a complete cache; returns the output path."""
+    check_hook_name(hook)
     tok = load_array(tokens, "--tokens", "tokens")
     act = load_array(acts, "--acts", hook if Path(acts).suffix == ".safetensors" else "acts")
     if tok.ndim != 2 or tok.dtype.kind not in "iu":
@@ -90,15 +112,25 @@ def import_cache(
         raise UserError(
             f"--acts: {acts} must be a float array ({n_seq}, {L}, d) to match --tokens, got {act.dtype} {act.shape}"
         )
+    _check_sizes(tokens, acts, tok, act)
     d = act.shape[2]
     if tok.min() < 0:
         raise UserError(f"--tokens: {tokens} has negative token ids")
+    n_vocab = int(tok.max()) + 1
+    if vocab is None and n_vocab > MAX_PLACEHOLDER_VOCAB:
+        raise UserError(
+            f"--tokens: {tokens} has token id {n_vocab - 1}, beyond the {MAX_PLACEHOLDER_VOCAB:,} placeholder "
+            "names made without a vocabulary; pass --vocab with the model's vocabulary"
+        )
     if doc_ids is not None:
         docs = np.asarray(load_array(doc_ids, "--doc-ids"))
         if docs.shape == (n_seq,):
             docs = np.repeat(docs[:, None], L, axis=1)
         if docs.shape != (n_seq, L) or docs.dtype.kind not in "iu":
             raise UserError(f"--doc-ids: {doc_ids} must be integers shaped ({n_seq},) or ({n_seq}, {L})")
+        # stored as int32 with -1 meaning padding: anything else would wrap around silently or read as padding
+        if docs.min() < -1 or docs.max() > np.iinfo(np.int32).max:
+            raise UserError(f"--doc-ids: {doc_ids} has document ids outside -1..{np.iinfo(np.int32).max}")
     else:
         docs = np.repeat(np.arange(n_seq, dtype=np.int32)[:, None], L, axis=1)
     if mask is not None:
@@ -108,7 +140,6 @@ def import_cache(
         m = m.astype(bool)
     else:
         m = np.zeros((n_seq, L), bool)
-    n_vocab = int(tok.max()) + 1
     words = load_vocab(vocab, n_vocab) if vocab is not None else [f"<{i}>" for i in range(n_vocab)]
     # validate every activation before anything is written
     h = hashlib.sha256()

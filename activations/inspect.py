@@ -7,14 +7,13 @@ activations are finite. It returns the list of problems (empty when the file is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from activations import format as fmt
-from activations.cache import ActivationCache, read_meta
+from activations.cache import ActivationCache, layout_problems, read_meta, token_range_problem
 from activations.errors import UserError
 
 
@@ -69,7 +68,11 @@ def _read_all(ds: h5py.Dataset, n: int, step: int) -> list[str]:
 
 
 def validate(path: str | Path, *, allow_partial: bool = False) -> list[str]:
-    """Every problem found in the file; an empty list means the cache is sound."""
+    """Every problem found in the file; an empty list means the cache is sound.
+
+    The attribute and layout checks are the readers' own (cache.read_meta, cache.layout_problems), so a file this
+    accepts opens everywhere and a file the readers refuse is reported here with the same words.
+    """
     path = Path(path)
     if not path.exists():
         return [f"{path}: no such file"]
@@ -77,44 +80,28 @@ def validate(path: str | Path, *, allow_partial: bool = False) -> list[str]:
         f = h5py.File(path, "r")
     except OSError as err:
         return [f"{path}: not a readable HDF5 file ({err})"]
-    problems: list[str] = []
     with f:
         try:
             meta = read_meta(f, path)
         except UserError as err:
             return [str(err)]
-        except (KeyError, ValueError, json.JSONDecodeError) as err:
-            return [f"{path}: malformed attributes ({err})"]
+        problems: list[str] = []
         if not meta.complete and not allow_partial:
             problems.append(f"{path}: incomplete (interrupted after {meta.seqs_written} sequences)")
-        n, L, d = meta.seqs_written, meta.context_size, meta.d_model
+        layout = layout_problems(f, path, meta)
+        problems += layout
+        if layout:
+            return problems
+        n = meta.seqs_written
         for name in fmt.ROW_DATASETS:
-            if name not in f:
-                problems.append(f"{path}: dataset '{name}' is missing")
-                continue
-            ds = f[name]
-            if ds.ndim != 2 or ds.shape[1] != L or ds.shape[0] < n:
-                problems.append(f"{path}: dataset '{name}' has shape {ds.shape}, expected ({n}, {L})")
-                continue
-            problems += [f"{path}: {p}" for p in _read_all(ds, n, 4096)]
+            problems += [f"{path}: {p}" for p in _read_all(f[name], n, 4096)]
         for hook in meta.hooks:
-            key = fmt.acts_path(hook)
-            if key not in f:
-                problems.append(f"{path}: dataset '{key}' is missing")
-                continue
-            ds = f[key]
-            if ds.ndim != 3 or ds.shape[1:] != (L, d) or ds.shape[0] < n:
-                problems.append(f"{path}: dataset '{key}' has shape {ds.shape}, expected ({n}, {L}, {d})")
-                continue
-            if str(ds.dtype) != meta.dtype:
-                problems.append(f"{path}: dataset '{key}' is {ds.dtype}, the file says {meta.dtype}")
+            ds = f[fmt.acts_path(hook)]
             problems += [f"{path}: {p}" for p in _read_all(ds, n, ds.chunks[0] if ds.chunks else 64)]
-        if fmt.VOCAB not in f:
-            problems.append(f"{path}: dataset '{fmt.VOCAB}' is missing")
-        elif not problems and n:
-            tokens = f[fmt.TOKENS][:n]
-            if tokens.min() < 0 or tokens.max() >= f[fmt.VOCAB].shape[0]:
-                problems.append(f"{path}: token ids outside the vocabulary of {f[fmt.VOCAB].shape[0]}")
+        if not problems and n:
+            bad = token_range_problem(f, path, n)
+            if bad is not None:
+                problems.append(bad)
             doc_ids = f[fmt.DOC_IDS][:n]
             if doc_ids.min() < -1:
                 problems.append(f"{path}: document ids below -1")

@@ -1,6 +1,8 @@
 """Tokenising a corpus and packing it, deterministically, into fixed-length sequences with a document id per token.
 
-Documents are concatenated in corpus order and cut into sequences of `context_size` tokens. Each sequence starts
+Documents are concatenated in corpus order and cut into sequences of `context_size` tokens. They are read and
+tokenised piece by piece (corpus.py bounds the pieces), in batches of bounded size, and reading stops as soon as
+`max_tokens` tokens are in hand, so memory follows the tokens kept, not the size of the files. Each sequence starts
 with the tokenizer's CLS (or BOS) token and ends with its SEP token where the tokenizer has them, so an encoder sees
 inputs shaped like its training data. Special tokens and the padding of the last sequence are marked in the mask
 (their norms are outliers, and they carry no text to label).
@@ -9,13 +11,21 @@ inputs shaped like its training data. Special tokens and the padding of the last
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
-from activations.corpus import Corpus
+from activations.corpus import Corpus, Document, NotUtf8
 from activations.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BATCH_PIECES = 256  # pieces per tokenizer call ...
+BATCH_CHARS = (
+    1_000_000  # ... and at most about this many characters (a fast tokenizer holds ~70 bytes per char)
+)
 
 
 @dataclass(frozen=True)
@@ -49,51 +59,122 @@ def _special_ids(tokenizer) -> tuple[list[int], list[int], int]:
     return ([prefix] if prefix is not None else []), ([suffix] if suffix is not None else []), int(pad)
 
 
-def pack_corpus(corpus: Corpus, tokenizer, context_size: int, max_tokens: int | None = None) -> PackedCorpus:
+@dataclass
+class _Tokens:
+    """Token ids of a corpus as they are read: one entry per tokenised piece, with its document and positions.
+
+    Pieces wait in `pending` until a batch is full; `rollback` forgets the last documents (a file that turns out not
+    to be UTF-8, a document that turns out blank), which always sit at the end of both lists.
+    """
+
+    tokenizer: object
+    budget: int
+    content: list[np.ndarray] = field(default_factory=list)
+    owners: list[np.ndarray] = field(default_factory=list)
+    places: list[np.ndarray] = field(default_factory=list)
+    pending: list[tuple[int, str]] = field(default_factory=list)  # (document id, piece)
+    pending_chars: int = 0
+    total: int = 0
+    next_doc: int = 0
+    last: tuple[int, int] = (-1, 0)  # (document id, tokens so far) of the last tokenised piece
+
+    @property
+    def full(self) -> bool:
+        return self.total >= self.budget
+
+    def rollback(self, first_doc: int) -> None:
+        """Forget document `first_doc` and every later one, tokenised or pending; their ids are given out again."""
+        while self.owners and self.owners[-1][0] >= first_doc:
+            self.total -= len(self.content.pop())
+            self.owners.pop()
+            self.places.pop()
+        while self.pending and self.pending[-1][0] >= first_doc:
+            self.pending_chars -= len(self.pending.pop()[1])
+        self.next_doc = first_doc
+        self.last = (int(self.owners[-1][0]), int(self.places[-1][-1]) + 1) if self.owners else (-1, 0)
+
+    def add(self, doc: int, piece: str) -> None:
+        self.pending.append((doc, piece))
+        self.pending_chars += len(piece)
+        if len(self.pending) >= BATCH_PIECES or self.pending_chars >= BATCH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        texts = [t for _, t in self.pending]
+        encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        for (doc, _), ids in zip(self.pending, encoded, strict=True):
+            if self.full:
+                break
+            ids = np.asarray(ids[: int(self.budget - self.total)], dtype=np.int32)
+            if len(ids) == 0:
+                continue
+            start = self.last[1] if self.last[0] == doc else 0
+            self.content.append(ids)
+            self.owners.append(np.full(len(ids), doc, dtype=np.int32))
+            self.places.append(np.arange(start, start + len(ids), dtype=np.int32))
+            self.last = (doc, start + len(ids))
+            self.total += len(ids)
+        self.pending, self.pending_chars = [], 0
+
+
+def _add_document(acc: _Tokens, doc: Document) -> None:
+    """Queue a document's pieces under the next document id (none if it turns out blank and may be dropped)."""
+    doc_id = acc.next_doc
+    acc.next_doc += 1
+    blank = True
+    for piece in doc.pieces():
+        blank = blank and not piece.strip()
+        acc.add(doc_id, piece)
+        if acc.full:
+            return
+    if blank and doc.drop_if_blank:
+        acc.rollback(doc_id)
+
+
+def read_tokens(corpus: Corpus, tokenizer, max_tokens: int | None, *, progress: bool = True) -> _Tokens:
+    """Tokenise the corpus in order until `max_tokens` tokens (all of it when None); files not UTF-8 are skipped."""
+    acc = _Tokens(tokenizer, max_tokens if max_tokens is not None else np.iinfo(np.int64).max)
+    skipped = 0
+    with tqdm(desc="tokenising", unit="doc", leave=False, disable=not progress) as bar:
+        for src in corpus.sources():
+            first = acc.next_doc
+            try:
+                for doc in src.documents():
+                    _add_document(acc, doc)
+                    bar.update(1)
+                    if acc.full:
+                        break
+            except NotUtf8:
+                acc.rollback(first)
+                skipped += 1
+            if acc.full:
+                break
+        acc.flush()
+    if skipped:
+        log.warning("--corpus: skipped %d file(s) that are not valid UTF-8", skipped)
+    if acc.next_doc == 0:
+        what = f" ({skipped} file(s) skipped as not UTF-8)" if skipped else ""
+        raise UserError(f"--corpus: {corpus.spec} holds no text{what}")
+    return acc
+
+
+def pack_corpus(
+    corpus: Corpus, tokenizer, context_size: int, max_tokens: int | None = None, *, progress: bool = True
+) -> PackedCorpus:
     """Tokenise `corpus` and pack it into sequences of `context_size` tokens (at most `max_tokens` tokens in all)."""
     prefix, suffix, pad = _special_ids(tokenizer)
     body = context_size - len(prefix) - len(suffix)
     if body < 1:
         raise UserError(f"--context-size: {context_size} leaves no room for text next to the special tokens")
-    budget = max_tokens if max_tokens is not None else np.iinfo(np.int64).max
-    content: list[np.ndarray] = []
-    owners: list[np.ndarray] = []
-    places: list[np.ndarray] = []
-    total = 0
-    n_docs = 0
-    batch: list[str] = []
-    docs = list(corpus)
-
-    def flush(start_doc: int) -> int:
-        nonlocal total
-        encoded = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
-        for j, ids in enumerate(encoded):
-            if total >= budget:
-                break
-            ids = np.asarray(ids[: int(budget - total)], dtype=np.int32)
-            if len(ids) == 0:
-                continue
-            content.append(ids)
-            owners.append(np.full(len(ids), start_doc + j, dtype=np.int32))
-            places.append(np.arange(len(ids), dtype=np.int32))
-            total += len(ids)
-        return len(encoded)
-
-    start = 0
-    with tqdm(total=len(docs), desc="tokenising", unit="doc", leave=False) as bar:
-        for i, doc in enumerate(docs):
-            batch.append(doc.text)
-            if len(batch) == 256 or i == len(docs) - 1:
-                start += flush(start)
-                bar.update(len(batch))
-                batch = []
-                if total >= budget:
-                    break
-    if total == 0:
+    acc = read_tokens(corpus, tokenizer, max_tokens, progress=progress)
+    if acc.total == 0:
         raise UserError(f"--corpus: {corpus.spec} yields no tokens")
-    flat = np.concatenate(content)
-    owner = np.concatenate(owners)
-    place = np.concatenate(places)
+    flat = np.concatenate(acc.content)
+    owner = np.concatenate(acc.owners)
+    place = np.concatenate(acc.places)
+    del acc
     n_docs = int(len(np.unique(owner)))
     n_seq = -(-len(flat) // body)
     padded = n_seq * body

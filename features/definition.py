@@ -101,18 +101,45 @@ def definition_from_dict(data: dict[str, Any], src: str = "definition") -> Defin
         raise UserError(f"{src}: {err}") from None
 
 
+# The built-in definition is about 10 KB; a file beyond this is not a definition (and /dev/zero never ends).
+MAX_DEFINITION_BYTES = 1 << 20
+
+
+def _read_definition_text(path: Path) -> str:
+    """The file's text, refusing anything but a regular UTF-8 file of at most MAX_DEFINITION_BYTES."""
+    if not path.exists():
+        raise UserError(f"{path}: cannot read the definition (no such file)")
+    if not path.is_file():  # a device, FIFO or folder: reading it could block or never end
+        raise UserError(f"{path}: the definition must be a regular file")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_DEFINITION_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the definition ({err.strerror or err})") from None
+    if len(raw) > MAX_DEFINITION_BYTES:
+        raise UserError(f"{path}: the definition is larger than {MAX_DEFINITION_BYTES // 1024} KiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: the definition is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+
+
 def load_definition(path: str | Path | None = None) -> Definition:
     """The definition in a TOML file, or the built-in default when `path` is None."""
     path = DEFAULT_PATH if path is None else Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the definition ({err.strerror or err})") from None
+    text = _read_definition_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path}: not valid TOML ({err})") from None
-    return definition_from_dict(data, src=str(path))
+    except RecursionError:
+        raise UserError(f"{path}: not a definition (values nested too deeply)") from None
+    try:
+        return definition_from_dict(data, src=str(path))
+    except RecursionError:
+        raise UserError(f"{path}: not a definition (values nested too deeply)") from None
 
 
 def definition_to_toml(defn: Definition) -> str:

@@ -10,7 +10,11 @@ A hypothesis is one of three kinds (`parse_hypothesis(kind, text)`):
   after the current token's first character. So `^` anchors at the start of the context and `$` at the end of the
   current token. Matching is bounded in time: with the `regex` package (installed with transformers) each call
   gets the remaining time budget and a pattern that backtracks catastrophically stops with a clear message; without
-  it, patterns with nested quantifiers are refused up front and the text is capped in length.
+  it, patterns with nested quantifiers are refused up front and the text is capped in length. Compiling is bounded
+  too: patterns are at most MAX_PATTERN characters, and nested repetition counts that `regex` would unroll at
+  compile time (`(?:(?:a{1000}){1000}){1000}` is 10^9 copies) are refused when their product exceeds
+  MAX_EXPANDED; a pattern Python's own parser cannot read (syntax only `regex` knows) is first compiled in a child
+  process with a time and memory limit.
 - `rule`: terms `cur=TOKEN`, `prev=TOKEN`, `bag=TOKEN` (TOKEN anywhere in the `bag` tokens before the current one)
   joined by AND / OR, AND binding tighter: `prev=New AND cur=York OR cur=NYC`. Quote tokens as above.
 
@@ -21,6 +25,8 @@ for a yes/no prediction AUROC = (TPR + 1 - FPR) / 2.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +47,26 @@ MAX_TEXT = 4000  # characters of window text matched (context trimmed from the l
 _ITEM = re.compile(r'\s*(?:"(?P<q>(?:[^"\\]|\\.)*)"|(?P<w>[^\s,"]+))\s*,?')
 _TERM = re.compile(
     r'\s*(?:(?P<slot>[A-Za-z]+)\s*=\s*(?:"(?P<q>(?:[^"\\]|\\.)*)"|(?P<v>[^\s"]+))|(?P<op>\S+))'
+)
+MAX_PATTERN = 1000  # characters; a label is a short description, not a program
+MAX_EXPANDED = 20_000  # pattern size with every counted repeat unrolled, as `regex` does when compiling
+PROBE_TIMEOUT_S = 5.0  # a child compiling a pattern Python's parser cannot read gets this long ...
+PROBE_MEMORY = 256 << 20  # ... and this much address space
+_PROBE = (
+    "import sys\n"
+    "try:\n"
+    "    import resource\n"
+    "    resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))\n"
+    "except (ImportError, ValueError, OSError):\n"
+    "    pass\n"
+    "import regex\n"
+    "try:\n"
+    "    regex.compile(sys.stdin.read())\n"
+    "except MemoryError:\n"
+    "    sys.exit(3)\n"
+    "except Exception as err:\n"
+    "    sys.stdout.write(str(err)[:300])\n"
+    "    sys.exit(4)\n"
 )
 _NESTED = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{]")
 
@@ -115,18 +141,86 @@ def _parse_rule(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     return tuple(tuple(c) for c in clauses)
 
 
+def _expanded_size(node: object) -> int:
+    """Size of a parsed pattern (re._parser's tree) with each counted repeat unrolled to its largest count."""
+    from re import _constants as c
+    from re import _parser as sre
+
+    if isinstance(node, sre.SubPattern):
+        return sum(_expanded_size(item) for item in node.data)
+    if isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], c._NamedIntConstant):
+        op, av = node
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            lo, hi, sub = av
+            count = lo if hi == c.MAXREPEAT else hi
+            return max(1, count) * _expanded_size(sub)
+        return 1 + _expanded_size(av)
+    if isinstance(node, tuple | list):
+        return sum(_expanded_size(item) for item in node)
+    return 0
+
+
+def _static_size(pattern: str) -> int | None:
+    """The unrolled size of a pattern Python's parser reads, or None for syntax only `regex` knows."""
+    from re import _parser as sre
+
+    try:
+        return _expanded_size(sre.parse(pattern))
+    except (re.error, OverflowError, RecursionError, ValueError, TypeError):
+        return None
+
+
+def _probe_compile(pattern: str) -> None:
+    """Compile with `regex` in a child with a time and memory limit; ValueError if it fails or runs out."""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-I", "-c", _PROBE, str(PROBE_MEMORY)],
+            input=pattern,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ValueError(
+            f"regex: compiling the pattern took longer than {PROBE_TIMEOUT_S:g} s; simplify it"
+        ) from err
+    if r.returncode == 4:
+        raise ValueError(f"regex: invalid pattern: {r.stdout.strip()}")
+    if r.returncode != 0:
+        raise ValueError(
+            f"regex: compiling the pattern needs more than {PROBE_MEMORY >> 20} MiB; use smaller repeat counts"
+        )
+
+
 def _compile(pattern: str):
+    """Compile a person's pattern with bounded cost; every failure is a ValueError with a message for them."""
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"regex: the pattern is {len(pattern)} characters long (at most {MAX_PATTERN})")
+    size = _static_size(pattern)
+    if size is not None and size > MAX_EXPANDED:
+        raise ValueError(
+            f"regex: nested repeat counts unroll to about {size:,} pattern items (at most {MAX_EXPANDED:,}); "
+            "use smaller counts or + and *"
+        )
     if _regex is not None:
+        if size is None:
+            _probe_compile(pattern)
         try:
             return _regex.compile(pattern)
         except _regex.error as err:
             raise ValueError(f"regex: invalid pattern: {err}") from err
+        except (RecursionError, MemoryError, OverflowError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(f"regex: cannot compile the pattern ({type(err).__name__}: {err})") from err
     if _NESTED.search(pattern):
         raise ValueError("regex: nested quantifiers such as (a+)+ can take forever; rewrite without them")
     try:
         return re.compile(pattern)
     except re.error as err:
         raise ValueError(f"regex: invalid pattern: {err}") from err
+    except (RecursionError, MemoryError, OverflowError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"regex: cannot compile the pattern ({type(err).__name__}: {err})") from err
 
 
 def parse_hypothesis(kind: str, text: str, *, vocab: list[str] | None = None) -> Hypothesis:

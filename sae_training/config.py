@@ -41,6 +41,10 @@ TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
 MAX_WIDTH = 1 << 24
 MAX_BATCH = 1 << 20
 MAX_TOKENS = 10**13
+# torch.manual_seed and numpy take seeds up to 2^64 - 1; int64 keeps them exact in every file they are written to
+MAX_SEED = 2**63 - 1
+# the normalisation sample is drawn by cycling over the cache until it is full: beyond this it is a typo that hangs
+MAX_NORM_SAMPLE = 1 << 24
 
 
 class TrainConfigError(ValueError):
@@ -77,7 +81,7 @@ class TrainConfig(Settings):
     """Number of latents (d_sae); overrides `expansion` when set."""
     expansion: float = number(8.0, 0.0, lo_open=True)
     """d_sae = round(expansion x d_in) when `width` is not set."""
-    k: int = integer(32, 1)
+    k: int = integer(32, 1, hi=MAX_TOKENS)
     """Active latents per token (topk), or on average per token (batchtopk, matryoshka)."""
     l1: float = number(0.05, 0.0)
     """L1 coefficient (standard, gated); in units of the normalised activations (unit mean squared norm)."""
@@ -87,15 +91,15 @@ class TrainConfig(Settings):
     """jumprelu only: target L0 for sae-lens's quadratic sparsity loss (otherwise its 'step' L0 loss is used)."""
     matryoshka_widths: tuple[int, ...] = integers(())
     """matryoshka only: nested widths; empty means d_sae/8, d_sae/4, d_sae/2 (d_sae is always the last)."""
-    seeds: tuple[int, ...] = integers((0, 1, 2), 0, min_len=1)
+    seeds: tuple[int, ...] = integers((0, 1, 2), 0, MAX_SEED, min_len=1)
     """One ensemble member per seed: its initialisation and its order of batches."""
-    tokens: int = integer(2_000_000, 1)
+    tokens: int = integer(2_000_000, 1, hi=MAX_TOKENS)
     """Training tokens per member."""
-    batch_size: int = integer(4096, 1)
+    batch_size: int = integer(4096, 1, hi=MAX_TOKENS)
     """Tokens per training step."""
     lr: float = number(3e-4, 0.0, lo_open=True)
     """Adam learning rate."""
-    lr_warmup_steps: int = integer(0, 0)
+    lr_warmup_steps: int = integer(0, 0, hi=MAX_TOKENS)
     """Linear warm-up steps of the learning rate."""
     lr_decay_fraction: float = number(0.2, 0.0, 1.0)
     """Fraction of the steps, at the end, over which the learning rate decays linearly to 0."""
@@ -107,25 +111,25 @@ class TrainConfig(Settings):
     """Gradient-norm clip (sae-lens's trainer uses 1.0)."""
     aux_coefficient: float = number(1.0, 0.0)
     """Weight of the TopK auxiliary (AuxK) loss that revives dead latents."""
-    dead_after_tokens: int = integer(1_000_000, 1)
+    dead_after_tokens: int = integer(1_000_000, 1, hi=MAX_TOKENS)
     """A latent that has not fired for this many tokens counts as dead (and feeds the AuxK loss)."""
-    warmup_steps_sparsity: int = integer(0, 0)
+    warmup_steps_sparsity: int = integer(0, 0, hi=MAX_TOKENS)
     """Linear warm-up steps of the sparsity coefficient (l1 / l0)."""
-    checkpoint_every: int = integer(1_000_000, 0)
+    checkpoint_every: int = integer(1_000_000, 0, hi=MAX_TOKENS)
     """Save a resumable checkpoint every this many tokens (0: only at the end)."""
     eval_fraction: float = number(0.05, 0.0, 1.0, lo_open=True, hi_open=True)
     """The last fraction of the cache's sequences is held out for the final metrics."""
-    eval_tokens: int = integer(200_000, 1)
+    eval_tokens: int = integer(200_000, 1, hi=MAX_TOKENS)
     """At most this many held-out tokens are used for the final metrics."""
-    pool_batches: int = integer(16, 1)
+    pool_batches: int = integer(16, 1, hi=MAX_TOKENS)
     """Batches per shuffle pool: a pool is read once and served to every member in its own random order."""
-    data_seed: int = integer(0, 0)
+    data_seed: int = integer(0, 0, hi=MAX_SEED)
     """Seed of the order in which cache chunks are read into pools (shared by the members)."""
-    norm_sample_tokens: int = integer(65_536, 1)
+    norm_sample_tokens: int = integer(65_536, 1, hi=MAX_NORM_SAMPLE)
     """Tokens used to estimate the normalisation factor."""
-    log_every: int = integer(50, 1)
+    log_every: int = integer(50, 1, hi=MAX_TOKENS)
     """Steps between lines of the metrics log."""
-    downstream_seqs: int = integer(16, 0)
+    downstream_seqs: int = integer(16, 0, hi=MAX_TOKENS)
     """Held-out sequences used for the downstream (splice) metric; 0 turns it off."""
     max_memory_gb: float | None = number(None, 0.0, lo_open=True, optional=True)
     """Memory budget for the up-front estimate; default: the machine's available memory."""

@@ -41,6 +41,9 @@ def test_run_tiny_is_resumable(tmp_path: Path, corpus_dir: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "latents alive" in first.stdout and "PW-MCC" in first.stdout
     assert f"xenofeat view {out}" in first.stdout
+    assert "[1/3] cache" in first.stderr  # --quiet: the stage lines are log lines, not bars, and stay
+    for bar in ("%|", "it/s", "tok/s", "\r", "caching:", "tokenising:", "training "):  # but no stage draws a bar
+        assert bar not in first.stderr, (bar, first.stderr[-2000:])
     store = FeatureStore.open(out)
     assert len(store.table) == 96 and store.summary["seeds"] == [0, 1, 2]
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cache.h5", out / "sae" / "run.json")}

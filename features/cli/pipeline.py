@@ -111,7 +111,7 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
     if done:
         log.info("      the cache is complete; not redone")
     else:
-        build_cache(job, resume=cache_path.exists())
+        build_cache(job, resume=cache_path.exists(), progress=progress)
     timings["cache"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()

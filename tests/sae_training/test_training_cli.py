@@ -45,7 +45,7 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -
     [
         (["--hook", "blocks.9.hook_resid_post"], ["--hook", "blocks.9.hook_resid_post"]),
         (["--k", "64"], ["--k", "smaller than the width"]),
-        (["--tokens", "0"], ["--tokens", "out of range [1, inf)"]),
+        (["--tokens", "0"], ["--tokens", "out of range [1, 10000000000000]"]),
         (["--batch-size", "-4"], ["--batch-size"]),
         (["--width", "100000000"], ["--width", "absurd"]),
         (["--width", "2000000", "--max-memory-gb", "1"], ["--width", "GiB", "available"]),

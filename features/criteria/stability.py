@@ -62,7 +62,7 @@ class StabilityConfig(Settings):
     exact_max: int = integer(8192, 0)
     """Largest number of latents matched by exact Hungarian (F³ time, F² memory); above it the sparse candidate
     matching is used (agrees with Hungarian where measured; see benchmarks/RESULTS.md)."""
-    match_candidates: int = integer(32, 1, 4096)
+    match_candidates: int = integer(64, 1, 4096)
     """Best rows kept per latent and per other-seed latent as candidate pairs of the sparse matching."""
 
 

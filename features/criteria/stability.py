@@ -79,12 +79,8 @@ class StabilityResult(NamedTuple):
     pw_mcc_std: float
     shared_fraction: float  # mean over other seeds of the fraction of latents matched at >= tau
     shared_fraction_dec: float  # the same on decoder cosine alone (Paulo & Belrose's measure)
-    subspace_cos: (
-        np.ndarray
-    )  # (F,) float64: the pair's mean (or min) principal-angle cosine; NaN when unpaired
-    subspace_stability: (
-        np.ndarray
-    )  # (F,) float64: fraction of other seeds where it is >= subspace_tau; NaN unpaired
+    subspace_cos: np.ndarray  # (F,) float64: the pair's mean (or min) principal-angle cosine; NaN unpaired
+    subspace_stability: np.ndarray  # (F,) float64: share of seeds where it is >= subspace_tau; NaN unpaired
     by_subspace: np.ndarray  # (F,) bool: passes only because its pair's subspace is found
 
 

@@ -4,7 +4,7 @@ Each seed's SAE is synthetic: `--planted` of the F latents are noisy copies of s
 every seed, permuted), the rest random unit rows, encoder rows near the decoder rows. For each width F (d = `--d`):
 C2 (`features.criteria.stability.stability`: the other seeds matched on min(decoder cos, encoder cos), and PW-MCC
 over all pairs of seeds) and its null (`stability_null`: the same on random dictionaries of the same shape), timed
-separately, with the process's peak resident memory (each width runs in its own process, so peaks do not mix).
+separately (wall clock and CPU time of all threads), with the process's peak resident memory (each width runs in its own process, so peaks do not mix).
 Above `exact_max` (default 8,192) the sparse candidate matching is what runs. With `--agreement`, one pair of seeds
 is matched both ways (exact Hungarian and sparse) and compared: partners, pass verdicts at tau, mean similarity.
 
@@ -54,16 +54,17 @@ def one_width(f: int, d: int, n_seeds: int, planted: float, agreement: bool) -> 
     cfg = StabilityConfig()
     ens = make_ensemble(n_seeds, f, d, planted)
     base = peak_gib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = stability(ens[0][0], ens[0][1], ens[1:], cfg)
-    t_c2 = time.perf_counter() - t0
+    t_c2, cpu_c2 = time.perf_counter() - t0, time.process_time() - c0
     peak_c2 = peak_gib()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     null = stability_null([e[1].shape for e in ens], cfg)
-    t_null = time.perf_counter() - t0
+    t_null, cpu_null = time.perf_counter() - t0, time.process_time() - c0
     row = {
         "F": f, "d": d, "seeds": n_seeds, "planted": planted, "method": "exact" if f <= cfg.exact_max else "sparse",
-        "c2_s": round(t_c2, 1), "null_s": round(t_null, 1), "inputs_gib": round(base, 2),
+        "c2_s": round(t_c2, 1), "c2_cpu_s": round(cpu_c2, 1), "null_s": round(t_null, 1),
+        "null_cpu_s": round(cpu_null, 1), "inputs_gib": round(base, 2),
         "peak_c2_gib": round(peak_c2, 2), "peak_gib": round(peak_gib(), 2), "pw_mcc": round(res.pw_mcc, 4),
         "pw_mcc_null": round(null.pw_mcc, 4), "shared_fraction": round(res.shared_fraction, 4),
         "shared_fraction_null": round(null.shared_fraction, 4),

@@ -276,7 +276,11 @@ CRITERION = Criterion(
             "mean matched cosine", "match_cos", "≥ (per seed)", setting="tau", verdict="stability_pass"
         ),
         VerdictRow(
-            "pair found as a subspace (fraction of seeds)", "subspace_stability", "≥", setting="min_stability"
+            "pair found as a subspace (fraction of seeds)",
+            "subspace_stability",
+            "≥",
+            setting="min_stability",
+            verdict="stability_pass",
         ),
     ),  # fmt: skip
     compute=_compute,

@@ -140,5 +140,11 @@ def handle(args: argparse.Namespace) -> int:
     log.info("trained %d SAE(s) on %s -> %s\n%s", len(info.seeds), info.hook, run, table)
     ens = info.metrics.get("ensemble") or {}
     if "pw_mcc" in ens:
-        log.info("ensemble PW-MCC %.4f (std %.4f)", ens["pw_mcc"], ens["pw_mcc_std"])
+        null = ens.get("pw_mcc_null", float("nan"))
+        log.info(
+            "ensemble PW-MCC %.4f (std %.4f; random dictionaries of the same shape: %.4f)",
+            ens["pw_mcc"],
+            ens["pw_mcc_std"],
+            null,
+        )
     return 0

@@ -21,7 +21,7 @@ from activations.version import __version__
 from sae_training import checkpoint as ck
 from sae_training.config import TrainConfig
 from sae_training.data import heldout_blocks
-from sae_training.matching import pw_mcc
+from sae_training.matching import pw_mcc, pw_mcc_null
 from sae_training.metrics import ReconstructionStats
 from sae_training.run import RUN_JSON, member_dir
 from sae_training.saes import inference_encode
@@ -104,8 +104,11 @@ def finish_run(
         save_member(m, member_dir(out, m.seed), scale, meta, stats[m.seed].log10_density())
     ensemble: dict[str, Any] = {}
     if len(members) > 1 and members[0].sae.cfg.d_sae <= PW_MCC_MAX_WIDTH:
-        mean, std = pw_mcc([m.sae.W_dec.detach().numpy() for m in members])
-        ensemble = {"pw_mcc": mean, "pw_mcc_std": std}
+        decoders = [m.sae.W_dec.detach().numpy() for m in members]
+        mean, std = pw_mcc(decoders)
+        # what PW-MCC reads against: its value for random unit rows of the same shapes (C2's `pw_mcc_null`)
+        null, _ = pw_mcc_null([d.shape for d in decoders])
+        ensemble = {"pw_mcc": mean, "pw_mcc_std": std, "pw_mcc_null": null}
     info = {**info, "status": "complete", "metrics": {"per_seed": per_seed, "ensemble": ensemble}}
     ck.write_json(out / RUN_JSON, info)
     ck.remove_checkpoints(out)

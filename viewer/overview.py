@@ -43,6 +43,18 @@ def flat_metrics(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, s
     return out
 
 
+def stability_line(summary: dict[str, Any]) -> str | None:
+    """PW-MCC and the shared fraction beside their values for random dictionaries of the same shape (None for
+    stores scored before the nulls were recorded)."""
+    if "pw_mcc_null" not in summary:
+        return None
+    return (
+        f"PW-MCC {summary['pw_mcc']:.3f} across seeds against {summary['pw_mcc_null']:.3f} for random dictionaries "
+        f"of the same shape; shared fraction at tau {summary['tau']}: {summary['shared_fraction']:.3f} against "
+        f"{summary['shared_fraction_null']:.3f}. Stability means something only as far as it exceeds its null."
+    )
+
+
 def scatter_frame(table: pd.DataFrame, y: str) -> pd.DataFrame:
     """Points of the scatter: scored latents, at most MAX_POINTS (all flagged ones kept)."""
     cols = ["feature", "labelability", y, "flag", "best_describer"]
@@ -127,6 +139,9 @@ def render(store: FeatureStore, run: Path) -> None:
         lbl = t["labelability"].dropna().to_numpy()
         st.altair_chart(_hist(lbl, "LBL", lo=0.0, hi=1.0, rule=defn.flag.max_lbl), width="stretch")
     st.subheader("SAE-level metrics")
+    line = stability_line(store.summary)
+    if line is not None:
+        st.markdown(line)
     st.dataframe(
         pd.DataFrame(flat_metrics(store.summary), columns=["metric", "value"]),
         hide_index=True,

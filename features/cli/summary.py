@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _null(summary: dict[str, Any], key: str) -> str:
+    """The null beside a stability figure, e.g. ", random dictionaries 0.174" ("" for stores scored without it)."""
+    null = summary.get(f"{key}_null")
+    return "" if null is None else f", random dictionaries {null:.3f}"
+
+
 def summary_text(summary: dict[str, Any], where: Path) -> str:
     """The printed summary of a scored run."""
     by = ", ".join(f"{k} {v}" for k, v in sorted(summary["best_describer"].items())) or "none"
@@ -21,10 +27,16 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         + ")",
         f"  flagged             {summary['flagged']}  (best describer of the flagged: {fby})",
         f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
-        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}",
-        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']} "
-        f"(decoder cosine only: {summary['shared_fraction_dec']:.3f})",
+        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}"
+        + _null(summary, "pw_mcc"),
+        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']}"
+        + _null(summary, "shared_fraction")
+        + f" (decoder cosine only: {summary['shared_fraction_dec']:.3f}{_null(summary, 'shared_fraction_dec')})",
     ]
+    if summary.get("stable_by_subspace"):
+        lines.append(
+            f"  stable as a pair    {summary['stable_by_subspace']}  (pass C2 only by the pair's subspace)"
+        )
     if ctl is not None:
         lines.append(f"  shuffled control    mean LBL {ctl:.3f}")
     lines.append(f"store written: {where}")
@@ -47,4 +59,5 @@ def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:
         + row("LBL scored", "lbl_scored")
         + row("mean LBL", "lbl_mean", "{:.3f}")
         + row("PW-MCC", "pw_mcc", "{:.3f}")
+        + row("PW-MCC, random dicts", "pw_mcc_null", "{:.3f}")
     )

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from sae_training.config import TrainConfig
+from sae_training.matching import pw_mcc_null
 from sae_training.metrics import ReconstructionStats
 from sae_training.recovery import recovery
 from sae_training.run import load_member, load_run
@@ -62,6 +63,10 @@ def test_topk_ensemble_recovers_planted_directions(trained: Path, planted: tuple
         assert r.mcc >= 0.9, (seed, r.mcc)
     # members differ: own init and own data order
     assert not np.allclose(decoders[0], decoders[1])
+    # run.json's PW-MCC stands beside its value for random dictionaries of the same shape, and well above it
+    ens = run.info["metrics"]["ensemble"]
+    assert ens["pw_mcc_null"] == pw_mcc_null([d.shape for d in decoders.values()])[0]
+    assert ens["pw_mcc"] > ens["pw_mcc_null"] + 0.3
 
 
 def test_saved_members_reproduce_metrics_on_raw_activations(

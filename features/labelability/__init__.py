@@ -9,7 +9,8 @@ Modules, one concern each:
 - `config`: `LBLConfig`, the `[labelability]` section of the definition (every constant that shapes the numbers).
 - `windows`: the document split, the per-token firing table, positive/negative sampling, window matrices.
 - `registry`: the `Describer` protocol, what a describer sees and returns, `register_describer`.
-- `token`, `rule`, `semantic`: the built-in describers, one module each (registered below, in tie order).
+- `token`, `rule`, `semantic`, `position`, `properties`, `document`: the built-in describers, one module each
+  (registered below, in tie order).
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 
@@ -27,8 +28,11 @@ and the viewer's describer section, table column and filter all follow from the 
 from __future__ import annotations
 
 from features.labelability.config import LBLConfig
+from features.labelability.document import DocumentDescriber
 from features.labelability.metrics import auroc
 from features.labelability.parallel import run_lbl
+from features.labelability.position import PositionDescriber
+from features.labelability.properties import PropertiesDescriber
 from features.labelability.registry import (
     Describer,
     Description,
@@ -49,6 +53,8 @@ from features.labelability.token import TokenDescriber
 
 for _describer in (TokenDescriber(), RuleDescriber(), SemanticDescriber()):
     register_describer(_describer, replace=True)  # replace: re-importing the package must not fail
+for _describer in (PositionDescriber(), PropertiesDescriber(), DocumentDescriber()):  # LBL-v2 (issue 11)
+    register_describer(_describer, replace=True)
 
 __all__ = [
     "Describer",

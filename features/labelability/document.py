@@ -7,7 +7,7 @@ describer is a Rocchio (nearest-centroid) fit on the train windows: the score of
 its document's row with (mean row of the train positives - mean row of the train negatives), so test documents
 are scored by how much their text resembles that of the train documents where the latent fires. The readable form
 lists the terms with the largest weights ("documents with 'pip', 'install', ..."). Test documents are never seen
-in the fit: the split is by document.
+in the fit: the split is by document; the train windows' own scores (for compositions) leave their document out.
 """
 
 from __future__ import annotations
@@ -72,6 +72,31 @@ def rocchio_weights(x: sp.csr_matrix, train: np.ndarray, y: np.ndarray) -> np.nd
     return w
 
 
+def rocchio_scores(x: sp.csr_matrix, doc: np.ndarray, train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n,) scores of every window: test windows by the Rocchio weights of all train windows; a train window by
+    the weights of the train windows of *other* documents (leave one document out), so train scores are as honest
+    as test scores (a document's own windows would otherwise pull its score up). `doc` (n,) is each window's
+    document; windows of one document share its row, so the correction needs only per-document counts."""
+    pos, neg = train & y, train & ~y
+    s_pos = np.asarray(x[pos].sum(axis=0)).ravel()
+    s_neg = np.asarray(x[neg].sum(axis=0)).ravel()
+    dot_pos, dot_neg = np.asarray(x @ s_pos).ravel(), np.asarray(x @ s_neg).ravel()
+    n_pos, n_neg = pos.sum(), neg.sum()
+    scores = dot_pos / max(n_pos, 1) - dot_neg / max(n_neg, 1)
+    _, d = np.unique(doc, return_inverse=True)
+    own_pos, own_neg = (
+        np.bincount(d[pos], minlength=d.max(initial=0) + 1),
+        np.bincount(d[neg], minlength=d.max(initial=0) + 1),
+    )
+    sq = np.asarray(x.multiply(x).sum(axis=1)).ravel()  # |row|^2: 1, or 0 for a document without tokens
+    k_pos, k_neg = own_pos[d[train]], own_neg[d[train]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lodo_pos = np.where(n_pos > k_pos, (dot_pos[train] - k_pos * sq[train]) / (n_pos - k_pos), 0.0)
+        lodo_neg = np.where(n_neg > k_neg, (dot_neg[train] - k_neg * sq[train]) / (n_neg - k_neg), 0.0)
+    scores[train] = lodo_pos - lodo_neg
+    return scores
+
+
 def top_terms(w: np.ndarray, k: int) -> np.ndarray:
     """Term ids of the k largest positive weights."""
     order = np.argsort(-w, kind="stable")[:k]
@@ -107,10 +132,11 @@ class DocumentDescriber:
         return document_state(data.index, len(data.vocab))
 
     def describe(self, sample: LatentSample, data: PassData, state: Any) -> Description:  # noqa: ANN401
-        x = state.rows[state.segment[sample.centre]]
+        doc = state.segment[sample.centre]
+        x = state.rows[doc]
         tr = sample.train
         w = rocchio_weights(x, tr, sample.label)
-        scores = np.asarray(x @ w).ravel()
+        scores = rocchio_scores(x, doc, tr, sample.label)
         return Description(
             test_scores=scores[~tr],
             readable=document_readable(w, data.vocab, data.cfg.document_top_terms),
@@ -124,11 +150,13 @@ class DocumentDescriber:
         state: Any,  # noqa: ANN401
     ) -> tuple[sp.csr_matrix, list[str]]:
         """`doc like {t1, t2, t3}`: the Rocchio score at or above the threshold that best separates the train
-        windows; then `doc has 't'` for each of the top terms. Fit on the train windows only."""
-        x = state.rows[state.segment[sample.centre]]
+        windows (their scores left their own document out); then `doc has 't'` for each of the top terms. Fit on the
+        train windows only."""
+        doc = state.segment[sample.centre]
+        x = state.rows[doc]
         tr, y = sample.train, sample.label
         w = rocchio_weights(x, tr, y)
-        scores = np.asarray(x @ w).ravel()
+        scores = rocchio_scores(x, doc, tr, y)
         like = (scores >= youden_threshold(scores[tr], y[tr])).astype(np.float64)
         terms = top_terms(w, data.cfg.document_top_terms)
         has = (x[:, terms] > 0).astype(np.float64)

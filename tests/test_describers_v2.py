@@ -31,8 +31,9 @@ from features.labelability import (
     shuffled_control,
 )
 from features.labelability.document import document_segments, rocchio_scores, rocchio_weights
-from features.labelability.position import bucket, position_indices, sentence_end_tokens
-from features.labelability.properties import CLASSES, char_class, vocab_scheme, word_start
+from features.labelability.metrics import auroc
+from features.labelability.position import bucket, lookup, lookup_auroc, position_indices, sentence_end_tokens
+from features.labelability.properties import CLASSES, char_class, fit_logistic, vocab_scheme, word_start
 from features.labelability.windows import build_index, sample_windows, token_tables, window_matrix
 
 torch.set_num_threads(1)
@@ -191,6 +192,27 @@ def test_token_properties_of_common_vocabularies():
     got = [CLASSES[char_class(s)] for s in ("1999", ",", "USA", "Paris", "##ing", "Ġthe", "x2", "I")]
     assert got == ["number", "punctuation", "all caps", "capitalised", "lower case", "lower case", "lower case",
                    "capitalised"]  # fmt: skip
+
+
+def test_lookup_auroc_from_counts_equals_the_auroc_of_its_scores():
+    rng = np.random.default_rng(0)
+    b = rng.integers(0, 9, 500)
+    y = rng.random(500) < 0.2 + 0.06 * b
+    p, fire, count = lookup(b, y, 12, 1.0)
+    p[3] = p[4]  # a tie between buckets counts half, as in `auroc`
+    assert np.isclose(lookup_auroc(p, fire, count), auroc(p[b], y)[0])
+
+
+def test_the_properties_fit_is_sklearns_balanced_l2_logistic():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    x = (rng.random((400, 12)) < 0.3).astype(float)
+    y = rng.random(400) < 1 / (1 + np.exp(-(3 * x[:, 0] - 2 * x[:, 1] - 1.5)))
+    want = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=5000).fit(x, y)
+    coef, intercept = fit_logistic(x, y, 0.5)
+    np.testing.assert_allclose(coef, want.coef_.ravel(), atol=1e-4)
+    assert abs(intercept - want.intercept_[0]) < 1e-4
 
 
 def test_documents_are_contiguous_runs_of_one_id():

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegression
 
 from features.columns import Column
 from features.labelability.registry import Description, LatentSample, PassData, auroc_column
@@ -132,6 +131,47 @@ def property_matrix(centre: np.ndarray, index: CacheIndex, state: PropertyState)
     return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, len(state.names)))
 
 
+_NEWTON_STEPS, _NEWTON_TOL = 50, 1e-8  # the fit converges in ~10 steps; these only bound a pathological case
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """(coef, intercept) of an L2 logistic fit with balanced class weights, as sklearn's LogisticRegression(C=c,
+    class_weight="balanced") defines it (the intercept is not penalised), by damped Newton steps.
+
+    A dozen dense indicator columns make each step a tiny linear solve, so this costs well under a millisecond
+    where sklearn's lbfgs costs two orders of magnitude more per latent."""
+    n, m = x.shape
+    n_pos = max(int(y.sum()), 1)
+    w = np.where(y, n / (2 * n_pos), n / (2 * max(n - n_pos, 1)))
+    x1 = np.hstack([x, np.ones((n, 1))])
+    pen = np.r_[np.full(m, 1.0 / c), 0.0]
+
+    def loss(beta: np.ndarray) -> float:
+        z = x1 @ beta
+        return float((w * (np.logaddexp(0, z) - y * z)).sum() + 0.5 * (pen * beta**2).sum())
+
+    beta = np.zeros(m + 1)
+    f = loss(beta)
+    for _ in range(_NEWTON_STEPS):
+        prob = 1.0 / (1.0 + np.exp(-(x1 @ beta)))
+        grad = x1.T @ (w * (prob - y)) + pen * beta
+        hess = (x1.T * (w * prob * (1 - prob))) @ x1 + np.diag(pen + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        for _ in range(30):  # halve the step until the objective does not rise
+            new = beta - step
+            f_new = loss(new)
+            if f_new <= f:
+                break
+            step /= 2
+        else:
+            break
+        beta, done = new, f - f_new < _NEWTON_TOL * max(abs(f), 1.0)
+        f = f_new
+        if done:
+            break
+    return beta[:m], float(beta[m])
+
+
 def properties_readable(coef: np.ndarray, names: list[str], top: int = 4) -> str:
     """The properties with the largest positive weights, e.g. `+2.10 cur is capitalised; +0.52 ...`."""
     order = [i for i in np.argsort(-coef, kind="stable")[:top] if coef[i] > 0]
@@ -152,14 +192,13 @@ class PropertiesDescriber:
         return property_state(data.index, data.vocab, data.tables.count)
 
     def describe(self, sample: LatentSample, data: PassData, state: Any) -> Description:  # noqa: ANN401
-        x = property_matrix(sample.centre, data.index, state)
+        x = property_matrix(sample.centre, data.index, state).toarray()
         tr, y = sample.train, sample.label
-        model = LogisticRegression(C=data.cfg.properties_c, class_weight="balanced", max_iter=500)
-        model.fit(x[tr], y[tr])
-        scores = model.decision_function(x)
+        coef, intercept = fit_logistic(x[tr], y[tr], data.cfg.properties_c)
+        scores = x @ coef + intercept
         return Description(
             test_scores=scores[~tr],
-            readable=properties_readable(model.coef_.ravel(), state.names),
+            readable=properties_readable(coef, state.names),
             train_scores=scores[tr],
         )
 

@@ -43,6 +43,7 @@ def document_segments(doc: np.ndarray) -> np.ndarray:
 
 
 def document_state(index: CacheIndex, vocab_size: int) -> DocumentState:
+    """Every document's TF-IDF row (idf over the train documents), built once per pass; uses no labels."""
     seg = document_segments(index.doc)
     n_seg = int(seg.max(initial=-1)) + 1
     v = index.valid_idx[seg[index.valid_idx] >= 0]

@@ -112,6 +112,7 @@ class PositionState:
 
 
 def position_state(index: CacheIndex, vocab: list[str], exact: int) -> PositionState:
+    """The buckets of the four indices of every flat position (built once per pass, O(T))."""
     idx = position_indices(index, sentence_end_tokens(vocab))
     buckets = {name: bucket(values, exact) for name, values in idx.items()}
     return PositionState(buckets, {n: int(b.max(initial=0)) + 1 for n, b in buckets.items()}, exact)

@@ -90,6 +90,8 @@ class PropertyState:
 
 
 def property_state(index: CacheIndex, vocab: list[str], train_count: np.ndarray) -> PropertyState:
+    """Per-token properties (band from `train_count`, the occurrences in train documents) and per-position
+    neighbourhoods, built once per pass; uses no labels."""
     band = np.floor(np.log2(1 + train_count)).astype(np.int64)
     n_bands = int(band.max(initial=0)) + 1
     start = word_start(vocab, vocab_scheme(vocab))

@@ -125,7 +125,7 @@ def test_each_describer_labels_its_latent_and_no_other_beats_it(fan, latent):
         assert max(others) < fan.aurocs[owner][j]
     frame = fan.to_frame()
     readable = frame.loc[latent, "readable"]
-    expected = {POSITION: "seq_pos), fires most at 1", CAPITAL: "cur is capitalised", DOCUMENT: "'topic"}
+    expected = {POSITION: "(seq_pos): 1: 1.00", CAPITAL: "cur is capitalised", DOCUMENT: "'topic"}
     assert expected[latent] in readable, readable
 
 

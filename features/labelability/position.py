@@ -13,7 +13,8 @@ Four indices per unmasked token, all from the cache's token grid (no activations
 Buckets (`[labelability] position_exact` = e, default 16): indices 0 .. e-1 have a bucket each; from e on they are
 log2-spaced, [e * 2^k, e * 2^(k+1)), so 16-31, 32-63, 64-127, ... Each look-up is P(fire | bucket) over the sampled
 train windows, smoothed towards their firing rate (`lookup_smoothing`); the describer keeps the one of the four with
-the highest train AUROC (ties: the order above) and says which index and which buckets fire most. It costs a few
+the highest train AUROC (ties: the order above) and says which index it is, the share of train windows that
+fire over power-of-two ranges of it (0, 1, 2-3, 4-7, ...) and its peak bucket. It costs a few
 bincounts per latent, like the token describer, so it is `cheap`: its train AUROC can prune the costly describers.
 """
 
@@ -163,16 +164,33 @@ def fit_position(sample: LatentSample, state: PositionState, alpha: float) -> _F
     return best
 
 
-def position_readable(fit: _Fit, exact: int, rate: float, top: int = 5) -> str:
-    """Which index, and its buckets with the highest P(fire), e.g. `index in the packed sequence: 1 0.98 (49/50)`."""
+def bucket_low(b: np.ndarray, exact: int) -> np.ndarray:
+    """Smallest index of each bucket."""
+    b = np.asarray(b, np.int64)
+    return np.where(b < exact, b, exact * 2 ** np.maximum(b - exact, 0))
+
+
+def position_readable(fit: _Fit, exact: int, rate: float) -> str:
+    """Which index, its firing profile over power-of-two ranges (0, 1, 2-3, 4-7, 8-15, ...; the share of train
+    windows there that fire, with counts) and its peak bucket, e.g.
+    `index in the packed sequence (seq_pos): 1: 1.00 (40/40), 2-3: 0.99 (80/81), 4-7: 0.60 (...), ...; peak 2: ...`."""
+    seen = np.flatnonzero(fit.count > 0)
+    if not fit.fire.any():
+        return f"{MEANING[fit.name]} ({fit.name}): no bucket fires in train windows"
+    low = bucket_low(seen, exact)
+    group = np.where(low == 0, 0, np.floor(np.log2(np.maximum(low, 1))).astype(np.int64) + 1)
+    parts = []
+    for g in np.unique(group):
+        members = seen[group == g]
+        fire, count = int(fit.fire[members].sum()), int(fit.count[members].sum())
+        lo = 0 if g == 0 else 2 ** (g - 1)
+        hi = max(lo, 2**g - 1)
+        name = str(lo) if lo == hi else f"{lo}-{hi}"
+        parts.append(f"{name}: {fire / count:.2f} ({fire}/{count})")
     cand = np.flatnonzero(fit.fire > 0)
-    if len(cand) == 0:
-        return f"{MEANING[fit.name]}: no bucket fires in train windows"
-    order = cand[np.lexsort((-fit.fire[cand], -fit.p[cand]))][:top]
-    shown = ", ".join(
-        f"{bucket_text(int(b), exact)}: {fit.p[b]:.2f} ({fit.fire[b]}/{fit.count[b]})" for b in order
-    )
-    return f"{MEANING[fit.name]} ({fit.name}), fires most at {shown}; all train windows {rate:.2f}"
+    peak = int(cand[np.lexsort((-fit.fire[cand], -fit.p[cand]))][0])
+    peak_text = f"{bucket_text(peak, exact)}: {fit.fire[peak] / fit.count[peak]:.2f} ({fit.fire[peak]}/{fit.count[peak]})"
+    return f"{MEANING[fit.name]} ({fit.name}): {', '.join(parts)}; peak {peak_text}; all train windows {rate:.2f}"
 
 
 class PositionDescriber:

@@ -42,7 +42,15 @@ def test_run_tiny_is_resumable(tmp_path: Path, corpus_dir: Path) -> None:
     assert "latents alive" in first.stdout and "PW-MCC" in first.stdout
     assert f"xenofeat view {out}" in first.stdout
     assert "[1/3] cache" in first.stderr  # --quiet: the stage lines are log lines, not bars, and stay
-    for bar in ("%|", "it/s", "tok/s", "\r", "caching:", "tokenising:", "training "):  # but no stage draws a bar
+    for bar in (
+        "%|",
+        "it/s",
+        "tok/s",
+        "\r",
+        "caching:",
+        "tokenising:",
+        "training ",
+    ):  # but no stage draws a bar
         assert bar not in first.stderr, (bar, first.stderr[-2000:])
     store = FeatureStore.open(out)
     assert len(store.table) == 96 and store.summary["seeds"] == [0, 1, 2]

@@ -63,6 +63,16 @@ class LBLConfig(Settings):
     """Fewest test positives behind the `spearman` column (NaN below)."""
     n_deciles: int = integer(10, 1, 100)
     """Activation rank quantiles the positives are stratified over; `decile_auroc` has one value per quantile."""
+    position_exact: int = integer(16, 1, 4096)
+    """Position look-ups (`position` describer): indices below this get a bucket each; from it on, buckets are
+    log2-spaced, [e * 2^k, e * 2^(k+1)) for e = this value."""
+    lookup_smoothing: float = number(1.0, 0.0, 1e6, lo_open=True, hi_open=True)
+    """Additive smoothing of the `position` and `properties` look-ups towards the latent's rate in the train windows,
+    in pseudo-windows (a bucket seen in no train window gets that rate)."""
+    properties_c: float = number(1.0, 0.0, 1e6, lo_open=True)
+    """Inverse L2 strength of the `properties` describer's logistic fit over the token-property indicators."""
+    document_top_terms: int = integer(8, 1, 1000)
+    """Terms the `document` describer shows in its readable form (and offers to compositions as indicators)."""
 
     def check(self) -> None:
         if self.rule_bag > self.window:

@@ -93,6 +93,13 @@ class Describer(Protocol):
         """The columns of features.parquet it owns (at least `auroc_column(self)`)."""
         ...
 
+    # OPTIONAL, not part of the protocol (so `isinstance` does not require it): a describer may also define
+    #     window_features(self, sample: LatentSample, data: PassData, state) -> tuple[scipy.sparse.csr_matrix, list[str]]
+    # returning, for every window of the sample (train and test, in the sample's order), binary or real features
+    # (n_windows, m) and a readable name per column ("seq_pos <= 3", "cur is capitalised", "doc like {pip, ...}"),
+    # computed without the labels of test windows (anything fit is fit on the train windows only). A composing
+    # describer runs a sparse rule over the `window_features` of every registered describer that has the method.
+
 
 def auroc_column(d: Describer) -> Column:
     """The `auroc_<name>` column every describer owns."""

@@ -30,6 +30,7 @@ from features.labelability import (
 )
 from features.store import FeatureStore
 from tests.helpers.demo_store import build_random_store
+from tests.helpers.describers import only_describers
 from viewer.feature_page import describer_rows
 from viewer.table import describer_choices, shown_columns
 
@@ -78,6 +79,14 @@ def planted() -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, list[s
     fires &= ~mask[..., None]
     values = rng.uniform(0.5, 5.0, size=fires.shape) * fires
     return sp.csc_matrix(values.reshape(N_SEQ * L, 2)), tokens, doc_ids, mask, [f"t{i}" for i in range(V)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def v1_describers():
+    """Start from LBL-v1's built-ins (token, rule, semantic), so the plug-in below is the only other describer (the
+    built-in `position` describer of LBL-v2 is unregistered meanwhile; it has its own tests)."""
+    with only_describers():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,18 @@ import torch
 from features.labelability import LBLConfig, auroc, labelability, shuffled_control
 from features.labelability.windows import build_index, window_matrix
 from tests.helpers.common import FIXTURES
+from tests.helpers.describers import only_describers
 from tests.helpers.planted_lbl import CFG, N_SEQ, TOKEN_SET, L, V, planted
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def v1_describers():
+    """This file pins LBL-v1 (token, rule, semantic; the fixture's numbers): the LBL-v2 describers have their own
+    tests (tests/test_describers_v2.py)."""
+    with only_describers():
+        yield
 
 
 @pytest.fixture(scope="module")

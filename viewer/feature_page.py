@@ -1,5 +1,5 @@
-"""A latent's page: verdict, every criterion against its threshold, describers and per-decile AUROC, activation
-histogram, top and decile examples with token highlighting, matches in other seeds, nearest latents (links),
+"""A latent's page: why it is (or is not) flagged (`viewer.why`), every criterion against its threshold, describers,
+activation histogram, top and decile examples with token highlighting, matches in other seeds, nearest latents (links),
 downstream effects, the label tester, and adding the latent to a feature set."""
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def describer_rows(row: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["describer", "checks", "AUROC (held out)", "best", "readable form"])
 
 
+ROW_PX = 35  # Streamlit's default dataframe row height
+
 VERDICT_COLUMNS = {
     "criterion": st.column_config.TextColumn("criterion", width="medium"),
     "verdict": st.column_config.TextColumn("verdict", width="small"),
@@ -102,18 +104,20 @@ DESCRIBER_COLUMNS = {
     "describer": st.column_config.TextColumn("describer", width="small"),
     "AUROC (held out)": st.column_config.NumberColumn("AUROC", width="small", format="%.3f"),
     "best": st.column_config.CheckboxColumn("best", width="small"),
-    "checks": st.column_config.TextColumn("checks", width="large"),
-    "readable form": None,  # shown in full below the table (it is long)
+    "checks": st.column_config.TextColumn("checks", width=260),  # last, wrapped: fits beside the histogram
 }
+"""The describer table's columns in order; the readable form is shown in full below it (it is long)."""
 
 
 def _definition_table(row: pd.Series, defn: Any) -> None:  # noqa: ANN401 - features.definition.Definition
     """Every criterion against its threshold, full page width, verdict second."""
     st.subheader("Definition (WDF) and flag")
+    rows = criteria_rows(row, defn)
     st.dataframe(
-        criteria_rows(row, defn),
+        rows,
         hide_index=True,
         width="stretch",
+        height=ROW_PX * (len(rows) + 1) + 3,  # every row shown: no scrolling inside the table
         column_order=list(VERDICT_COLUMNS),
         column_config=VERDICT_COLUMNS,
     )
@@ -128,8 +132,9 @@ def _describers_and_histogram(row: pd.Series, ex: Any) -> None:  # noqa: ANN401 
             describer_rows(row),
             hide_index=True,
             width="stretch",
+            column_order=list(DESCRIBER_COLUMNS),
             column_config=DESCRIBER_COLUMNS,
-            row_height=66,
+            row_height=66,  # above 4rem Streamlit wraps text
         )
         st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
     with c2:

@@ -30,7 +30,13 @@ from features.store import FeatureStore, LatentExamples
 from viewer import data
 from viewer.render import md_text
 
-MARK = {"pass": "✅", "fail": "❌", "tagged": "🏷️", "–": "▫️"}
+MARK = {
+    "pass": ":green[**pass**]",
+    "fail": ":red[**fail**]",
+    "tagged": ":orange[**tagged**]",
+    "–": ":gray[–]",
+}
+"""Streamlit colour directives (not emoji: a browser without an emoji font draws those as boxes)."""
 OPTIONAL = (
     (
         "token_anchored",
@@ -144,7 +150,7 @@ def _condition_markdown(conds: list[Condition]) -> str:
     for c in conds:
         gate = "" if c.gates else " (not part of the flag)"
         lines.append(
-            f"- {MARK.get(c.verdict, '▫️')} **{md_text(c.name)}**{md_text(gate)}: {md_text(c.detail)}"
+            f"- {MARK.get(c.verdict, MARK['–'])} **{md_text(c.name)}**{md_text(gate)}: {md_text(c.detail)}"
         )
     return "\n".join(lines)
 
@@ -161,7 +167,8 @@ def _auroc_chart(frame: pd.DataFrame, threshold: float) -> alt.Chart:
         )
     )
     rule = alt.Chart(pd.DataFrame({"x": [threshold]})).mark_rule(strokeDash=[4, 3]).encode(x="x:Q")
-    return (bars + rule).properties(height=28 * len(frame) + 30, title="every describer's held-out AUROC")
+    # the height includes the title and the axis: 34 px per describer for the bars themselves
+    return (bars + rule).properties(height=34 * len(frame) + 100, title="every describer's held-out AUROC")
 
 
 def _decile_chart(dec: np.ndarray) -> alt.Chart:
@@ -170,7 +177,7 @@ def _decile_chart(dec: np.ndarray) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(x="decile:O", y=alt.Y("AUROC:Q", scale=alt.Scale(domain=[0, 1])))
-        .properties(height=150, title="best describer's AUROC per activation decile (1 = weakest)")
+        .properties(height=200, title="AUROC per activation decile (1 = weakest)")
     )
 
 
@@ -179,13 +186,13 @@ def _position_chart(frame: pd.DataFrame, density: float, title: str) -> alt.Char
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("bucket:N", sort=None, title=title),
+            x=alt.X("bucket:N", sort=None, title=title, axis=alt.Axis(labelAngle=-45)),
             y=alt.Y("p_fire:Q", title="P(fire)"),
             tooltip=["bucket", "p_fire", "tokens", "firings"],
         )
     )
     line = alt.Chart(pd.DataFrame({"y": [density]})).mark_rule(color="#d62728").encode(y="y:Q")
-    return (bars + line).properties(height=170, title=f"P(fire) by {title}")
+    return (bars + line).properties(height=260, title=f"P(fire) by {title}")
 
 
 def position_reading(frame: pd.DataFrame, density: float) -> str:

@@ -145,14 +145,10 @@ def verdict_line(row: Mapping[str, Any], conds: list[Condition]) -> str:
     return f"**Not flagged**: fails {md_text(', '.join(failing) or 'nothing listed')}."
 
 
-def _condition_markdown(conds: list[Condition]) -> str:
-    lines = []
-    for c in conds:
-        gate = "" if c.gates else " (not part of the flag)"
-        lines.append(
-            f"- {MARK.get(c.verdict, MARK['–'])} **{md_text(c.name)}**{md_text(gate)}: {md_text(c.detail)}"
-        )
-    return "\n".join(lines)
+def condition_markdown(c: Condition) -> str:
+    """One condition as one Markdown paragraph (no list markup: the viewer's only markup is bold and colour)."""
+    gate = "" if c.gates else " (not part of the flag)"
+    return f"{MARK.get(c.verdict, MARK['–'])} **{md_text(c.name)}**{md_text(gate)}: {md_text(c.detail)}"
 
 
 def _auroc_chart(frame: pd.DataFrame, threshold: float) -> alt.Chart:
@@ -211,7 +207,8 @@ def render(store: FeatureStore, run: Path, row: pd.Series, ex: LatentExamples, d
     st.markdown(verdict_line(row, conds))
     left, right = st.columns([3, 2])
     with left:
-        st.markdown(_condition_markdown(conds))
+        for c in conds:
+            st.markdown(condition_markdown(c))
         if reading := decile_reading(ex.decile_auroc):
             st.markdown(md_text(reading))
     with right:

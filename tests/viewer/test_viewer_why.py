@@ -151,10 +151,10 @@ def test_decile_reading_names_strong_and_weak():
 
 
 def _verdicts_shown(at: AppTest) -> dict[str, str]:
-    """Criterion label -> verdict word of the why block's list."""
-    block = next(m.value for m in at.markdown if m.value.startswith("- :"))
-    found = re.findall(r"^- :\w+\[(?:\*\*)?([^*\]]+)(?:\*\*)?\] \*\*(.+?)\*\*", block, flags=re.M)
-    return {name.replace("\\", ""): word for word, name in found}
+    """Criterion label -> verdict word of the why block's conditions."""
+    lines = [m.value for m in at.markdown]
+    found = [re.match(r":\w+\[(?:\*\*)?([^*\]]+)(?:\*\*)?\] \*\*(.+?)\*\*", x) for x in lines]
+    return {f[2].replace("\\", ""): f[1] for f in found if f}
 
 
 def test_flagged_page_leads_with_why(scored_run, monkeypatch):
@@ -270,5 +270,9 @@ def test_flag_definition_is_read_from_the_store(tmp_path, monkeypatch):
     (folder / "definition.toml").write_text(text, encoding="utf-8")
     at = app(tmp_path, monkeypatch, 0)
     assert any("reaches max_lbl 0.3" in c.value for c in at.caption)
-    shown = next(m.value for m in at.markdown if m.value.startswith("- :"))
-    assert "labelability \\(LBL\\) " in shown and "< 0.3" in shown
+    lbl = next(
+        m.value.replace("\\", "")
+        for m in at.markdown
+        if m.value.startswith(":") and "flag\\: labelability" in m.value
+    )
+    assert lbl.endswith("< 0.3")

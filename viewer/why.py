@@ -68,10 +68,14 @@ def _num(v: object) -> str:
     return f"{v:,.0f}" if v.is_integer() and abs(v) >= 1 else f"{v:.3g}"
 
 
-def _detail(quantity: str, value: float, rule: str, thr: float) -> str:
+def _detail(quantity: str, value: float, rule: str, thr: float, verdict: str) -> str:
+    """ "firing tokens 1,854 ≥ 200" where it holds, "firing tokens 150, needs ≥ 200" where it fails."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return f"{quantity} not recorded"
-    return f"{quantity} {_num(value)} {rule} {_num(thr)}"
+    if rule.startswith("tag"):
+        return f"{quantity} {_num(value)} ({rule} {_num(thr)})"
+    sep = ", needs" if verdict == "fail" else ""
+    return f"{quantity} {_num(value)}{sep} {rule} {_num(thr)}"
 
 
 def conditions(row: Mapping[str, Any], defn: Any) -> list[Condition]:  # noqa: ANN401 - Definition
@@ -91,10 +95,11 @@ def conditions(row: Mapping[str, Any], defn: Any) -> list[Condition]:  # noqa: A
             verdict = "fail" if "fail" in verdicts else ("pass" if verdicts == {"pass"} else "–")
         else:
             verdict = "tagged" if "tagged" in verdicts else "–"
-        detail = " · ".join(_detail(q, v, rule, thr) for _, q, v, rule, thr, _ in mine)
+        detail = " · ".join(_detail(q, v, rule, thr, ok) for _, q, v, rule, thr, ok in mine)
         out.append(Condition(c.label, verdict, c.gates, detail))
     out += [
-        Condition(f"flag: {q}", v, True, _detail(q, val, rule, thr)) for _, q, val, rule, thr, v in rows[at:]
+        Condition(f"flag: {q}", v, True, _detail(q, val, rule, thr, v))
+        for _, q, val, rule, thr, v in rows[at:]
     ]
     shown = {v.value for c in criteria() for v in c.verdicts} | {v.value for v in FLAG_VERDICTS}
     for col, what in OPTIONAL:
@@ -131,18 +136,18 @@ def decile_reading(decile_auroc: np.ndarray) -> str | None:
     )
 
 
-def verdict_line(row: Mapping[str, Any], conds: list[Condition]) -> str:
+def verdict_line(row: Mapping[str, Any], conds: list[Condition], max_lbl: float) -> str:
     """The block's first sentence: flagged or not, and the conditions that decide it (Markdown, escaped)."""
-    failing = [c.name for c in conds if c.gates and c.verdict == "fail"]
+    best = f"best: {row.get('best_describer', '–')}, LBL {_num(row.get('labelability'))}"
     if bool(row.get("flag", False)):
         gating = ", ".join(c.name for c in conds if c.gates and not c.name.startswith("flag:"))
-        return (
-            f"**Flagged**: well defined (passes {md_text(gating)}) and no describer labels it "
-            f"(best: {md_text(row.get('best_describer', '–'))}, LBL {_num(row.get('labelability'))})."
-        )
-    if math.isnan(float(row.get("labelability", float("nan")))):
+        return f"**Flagged**: well defined (passes {md_text(gating)}) and no describer labels it ({md_text(best)})."
+    failing = [c.name.removeprefix("flag: ") for c in conds if c.gates and c.verdict == "fail"]
+    lbl = float(row.get("labelability", float("nan")))
+    if math.isnan(lbl):
         failing.append("LBL not measured")
-    return f"**Not flagged**: fails {md_text(', '.join(failing) or 'nothing listed')}."
+    why = f"; a describer labels it ({best})" if lbl >= max_lbl else ""
+    return f"**Not flagged**: fails {md_text(', '.join(failing) or 'nothing listed')}{md_text(why)}."
 
 
 def condition_markdown(c: Condition) -> str:
@@ -204,7 +209,7 @@ def render(store: FeatureStore, run: Path, row: pd.Series, ex: LatentExamples, d
     """The why block (see the module docstring)."""
     conds = conditions(row, defn)
     st.subheader("Why it is flagged" if bool(row["flag"]) else "Why it is not flagged")
-    st.markdown(verdict_line(row, conds))
+    st.markdown(verdict_line(row, conds, float(defn.flag.max_lbl)))
     left, right = st.columns([3, 2])
     with left:
         for c in conds:
@@ -217,7 +222,7 @@ def render(store: FeatureStore, run: Path, row: pd.Series, ex: LatentExamples, d
         st.markdown(
             "Held-out AUROC: "
             + " · ".join(
-                f"{md_text(d)} {_num(a)}{' (best)' if b else ''}"
+                f"{md_text(d)} {_num(a) if not math.isnan(a) else 'not scored'}{' (best)' if b else ''}"
                 for d, a, b in aurocs.itertuples(index=False)
             )
         )

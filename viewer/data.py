@@ -148,3 +148,87 @@ def examples(store: FeatureStore, run: Path, latent: int) -> LatentExamples:
     """One latent's examples (only its slices of examples.h5 are read), kept for the latents opened recently."""
     folder, mtime = store_key(run)
     return _examples(folder, mtime, int(latent), store)
+
+
+# ---- where a latent fires: P(fire) by position ------------------------------------------------------------------
+
+
+def doc_positions(doc_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(T,) int64 index of every flat position among its document's unmasked tokens, -1 where masked.
+
+    Flat order is the packed order of the grid, so a document is a run of equal ids; a document cut by the start of
+    the scored grid counts from the first token the grid holds.
+    """
+    doc = np.asarray(doc_ids).reshape(-1)
+    valid = ~np.asarray(mask, bool).reshape(-1)
+    before = np.cumsum(valid) - valid  # unmasked tokens before each position
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]]) if len(doc) else np.zeros(0, np.int64)
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(doc)]))
+    return np.where(valid, before - before[run_start], -1).astype(np.int64)
+
+
+def sequence_edges(context_size: int, max_buckets: int = 16) -> np.ndarray:
+    """Bucket edges over positions 0 .. context_size - 1 of the packed sequence: equal widths, at most max_buckets."""
+    width = max(1, -(-context_size // max_buckets))
+    return np.arange(0, context_size + width, width, dtype=np.int64)
+
+
+def document_edges(max_pos: int) -> np.ndarray:
+    """Bucket edges over positions in the document: 0, 1, 2, 4, 8, ... (doubling), up past max_pos."""
+    edges = [0, 1]
+    while edges[-1] <= max_pos:
+        edges.append(edges[-1] * 2)
+    return np.asarray(edges, np.int64)
+
+
+def fire_profile(fired: np.ndarray, every: np.ndarray, edges: np.ndarray, density: float) -> pd.DataFrame:
+    """P(fire | position bucket) from a uniform sample of firing positions and the positions of every token.
+
+    Bayes: P(fire | b) = density * P(b | fire) / P(b), with P(b | fire) the share of the sampled firings in bucket b
+    and P(b) the share of all unmasked tokens there. Rows: bucket label, lo, hi (exclusive), tokens, sampled firings,
+    p_fire (NaN for an empty bucket, clipped to 1).
+    """
+    n_fired = np.histogram(fired, edges)[0]
+    n_all = np.histogram(every, edges)[0]
+    share_fired = n_fired / max(int(n_fired.sum()), 1)
+    share_all = n_all / max(int(n_all.sum()), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(n_all > 0, np.minimum(density * share_fired / share_all, 1.0), np.nan)
+    lo, hi = edges[:-1], edges[1:]
+    label = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+    return pd.DataFrame(
+        {"bucket": label, "lo": lo, "hi": hi, "tokens": n_all, "firings": n_fired, "p_fire": p}
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _grid_positions(folder: str, mtime: float, _store: FeatureStore) -> tuple[np.ndarray, np.ndarray | None]:
+    """(position in sequence, position in document or None without grid/doc_ids) of every flat grid position,
+    -1 where masked."""
+    mask = _store.grid_mask
+    L = mask.shape[1]
+    seq = np.where(mask.reshape(-1), -1, np.arange(mask.size) % L).astype(np.int64)
+    f = _store.h5
+    doc = doc_positions(f["grid/doc_ids"][:], mask) if "grid/doc_ids" in f else None
+    return seq, doc
+
+
+def firing_sample(ex: LatentExamples) -> np.ndarray:
+    """Flat indices of a uniform sample of a latent's firing tokens: its held-out positives and its decile samples
+    (both stratified over equal-sized activation deciles; the top examples are left out, being the strongest only)."""
+    return np.unique(np.concatenate([ex.test.flat_idx[ex.test.label], ex.deciles.flat_idx]).astype(np.int64))
+
+
+def position_profiles(
+    store: FeatureStore, run: Path, ex: LatentExamples, density: float
+) -> dict[str, pd.DataFrame]:
+    """P(fire) by position in the packed sequence and (where the store has document ids) in the document."""
+    seq, doc = _grid_positions(*store_key(run), store)
+    fired = firing_sample(ex)
+    fired = fired[(fired >= 0) & (fired < len(seq))]
+    out = {"sequence": fire_profile(seq[fired], seq[seq >= 0], sequence_edges(store.context_size), density)}
+    if doc is not None:
+        every = doc[doc >= 0]
+        edges = document_edges(int(every.max()) if len(every) else 0)
+        out["document"] = fire_profile(doc[fired], every, edges, density)
+    return out

@@ -1,5 +1,5 @@
-"""A latent's page: verdict, every criterion against its threshold, describers and per-decile AUROC, activation
-histogram, top and decile examples with token highlighting, matches in other seeds, nearest latents (links),
+"""A latent's page: why it is (or is not) flagged (`viewer.why`), every criterion against its threshold, describers,
+activation histogram, top and decile examples with token highlighting, matches in other seeds, nearest latents (links),
 downstream effects, the label tester, and adding the latent to a feature set."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import streamlit as st
 from features.flags import verdict_table
 from features.labelability import registered_describers
 from features.store import FeatureStore
-from viewer import data, label_panel, nav, sets_panel
+from viewer import data, label_panel, nav, sets_panel, why
 from viewer.render import md_code, md_text, windows_html
 
 
@@ -88,6 +88,68 @@ def describer_rows(row: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["describer", "checks", "AUROC (held out)", "best", "readable form"])
 
 
+ROW_PX = 35  # Streamlit's default dataframe row height
+
+VERDICT_COLUMNS = {
+    "criterion": st.column_config.TextColumn("criterion", width="medium"),
+    "verdict": st.column_config.TextColumn("verdict", width="small"),
+    "quantity": st.column_config.TextColumn("quantity", width="medium"),
+    "value": st.column_config.TextColumn("value", width="small"),
+    "rule": st.column_config.TextColumn("rule", width="small"),
+    "threshold": st.column_config.TextColumn("thr.", width="small"),
+}
+"""The verdict table's columns, verdict second: the whole table fits the page width, no horizontal scrolling."""
+
+DESCRIBER_COLUMNS = {
+    "describer": st.column_config.TextColumn("describer", width="small"),
+    "AUROC (held out)": st.column_config.NumberColumn("AUROC", width="small", format="%.3f"),
+    "best": st.column_config.CheckboxColumn("best", width="small"),
+    "checks": st.column_config.TextColumn("checks", width=260),  # last, wrapped: fits beside the histogram
+}
+"""The describer table's columns in order; the readable form is shown in full below it (it is long)."""
+
+
+def _definition_table(row: pd.Series, defn: Any) -> None:  # noqa: ANN401 - features.definition.Definition
+    """Every criterion against its threshold, full page width, verdict second."""
+    st.subheader("Definition (WDF) and flag")
+    rows = criteria_rows(row, defn)
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        height=ROW_PX * (len(rows) + 1) + 3,  # every row shown: no scrolling inside the table
+        column_order=list(VERDICT_COLUMNS),
+        column_config=VERDICT_COLUMNS,
+    )
+
+
+def _describers_and_histogram(row: pd.Series, ex: Any) -> None:  # noqa: ANN401 - LatentExamples
+    """The describer table (text wrapped to the column width) beside the activation histogram."""
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        st.subheader("Describers")
+        st.dataframe(
+            describer_rows(row),
+            hide_index=True,
+            width="stretch",
+            column_order=list(DESCRIBER_COLUMNS),
+            column_config=DESCRIBER_COLUMNS,
+            row_height=66,  # above 4rem Streamlit wraps text
+        )
+        st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
+    with c2:
+        st.subheader("Activation histogram")
+        e = ex.hist_edges
+        hist = pd.DataFrame({"lo": e[:-1], "hi": e[1:], "tokens": ex.hist_counts})
+        st.altair_chart(
+            alt.Chart(hist)
+            .mark_bar()
+            .encode(x=alt.X("lo:Q", title="activation"), x2="hi", y="tokens:Q", y2=alt.datum(0))
+            .properties(height=200),
+            width="stretch",
+        )
+
+
 def render(store: FeatureStore, run: Path) -> None:
     latent = _picker(store)
     if latent is None:
@@ -104,35 +166,9 @@ def render(store: FeatureStore, run: Path) -> None:
         if not math.isnan(row["labelability"])
         else f"density {row['density']:.3e} · not scored by LBL"
     )
-    left, right = st.columns([3, 2])
-    with left:
-        st.subheader("Definition (WDF) and flag")
-        st.dataframe(criteria_rows(row, defn), hide_index=True, width="stretch")
-    with right:
-        st.subheader("Activation histogram")
-        e = ex.hist_edges
-        hist = pd.DataFrame({"lo": e[:-1], "hi": e[1:], "tokens": ex.hist_counts})
-        st.altair_chart(
-            alt.Chart(hist)
-            .mark_bar()
-            .encode(x=alt.X("lo:Q", title="activation"), x2="hi", y="tokens:Q", y2=alt.datum(0))
-            .properties(height=200),
-            width="stretch",
-        )
-    st.subheader("Describers")
-    c1, c2 = st.columns([3, 2])
-    with c1:
-        st.dataframe(describer_rows(row), hide_index=True, width="stretch")
-        st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
-    with c2:
-        dec = pd.DataFrame(
-            {"decile": np.arange(1, len(ex.decile_auroc) + 1), "AUROC": ex.decile_auroc.astype(float)}
-        )
-        st.altair_chart(
-            alt.Chart(dec).mark_bar().encode(x="decile:O", y=alt.Y("AUROC:Q", scale=alt.Scale(domain=[0, 1])))
-            .properties(height=160, title="best describer's AUROC per activation decile"),
-            width="stretch",
-        )  # fmt: skip
+    why.render(store, run, row, ex, defn)
+    _definition_table(row, defn)
+    _describers_and_histogram(row, ex)
     vocab, scale = store.vocab, float(ex.hist_edges[-1]) or 1.0
     st.subheader("Top activations")
     st.html(windows_html(ex.top.tokens, ex.top.acts, vocab, scale, ex.top.center, ex.top.value))

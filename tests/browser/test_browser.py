@@ -9,6 +9,7 @@ tests.browser.test_browser RUN` from the repository root) it takes the README sc
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def open_flagged(page) -> str:  # noqa: ANN001
     page.get_by_test_id("stSelectbox").filter(has_text="Open a flagged latent").click()
     page.get_by_role("option").first.click()
     settle(page)
-    header = page.get_by_role("heading", name="FLAGGED")
+    header = page.get_by_role("heading", name=re.compile(r"· FLAGGED$"))  # not "Why it is flagged"
     expect(header).to_be_visible(timeout=20_000)
     return header.inner_text()
 

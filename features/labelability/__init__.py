@@ -9,7 +9,9 @@ Modules, one concern each:
 - `config`: `LBLConfig`, the `[labelability]` section of the definition (every constant that shapes the numbers).
 - `windows`: the document split, the per-token firing table, positive/negative sampling, window matrices.
 - `registry`: the `Describer` protocol, what a describer sees and returns, `register_describer`.
-- `token`, `rule`, `semantic`: the built-in describers, one module each (registered below, in tie order).
+- `token`, `rule`, `semantic`, `compose`: the built-in describers, one module each (registered below, in tie order);
+  `embedding` holds the semantic describer's sentence-embedding backends, `compose` combines the `window_features`
+  of every describer that offers them into one sparse rule.
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 
@@ -26,6 +28,7 @@ and the viewer's describer section, table column and filter all follow from the 
 
 from __future__ import annotations
 
+from features.labelability.compose import ComposeDescriber
 from features.labelability.config import LBLConfig
 from features.labelability.metrics import auroc
 from features.labelability.parallel import run_lbl
@@ -47,7 +50,7 @@ from features.labelability.semantic import SemanticDescriber
 from features.labelability.table import LBLTable, TestWindows, lbl_columns
 from features.labelability.token import TokenDescriber
 
-for _describer in (TokenDescriber(), RuleDescriber(), SemanticDescriber()):
+for _describer in (TokenDescriber(), RuleDescriber(), SemanticDescriber(), ComposeDescriber()):
     register_describer(_describer, replace=True)  # replace: re-importing the package must not fail
 
 __all__ = [

@@ -80,9 +80,11 @@ class MiniLMEmbedder:
 
     def __init__(self, batch_size: int) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         from activations.model import embedded_model_dir
 
+        hf_logging.disable_progress_bar()  # as `activations.model.load_model` does: our own bars say what happens
         path = embedded_model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
@@ -162,9 +164,10 @@ class WindowEmbeddings:
 
     def _add(self, centres: list[int], emb: np.ndarray) -> None:
         need = self.n_embedded + len(centres)
-        if need > self.emb.shape[0] or emb.shape[1] != self.emb.shape[1]:
+        if need > self.emb.shape[0]:
             grown = np.zeros((max(need, 2 * self.emb.shape[0], 1024), emb.shape[1]), np.float32)
-            grown[: self.n_embedded] = self.emb[: self.n_embedded]
+            if self.n_embedded:
+                grown[: self.n_embedded] = self.emb[: self.n_embedded]
             self.emb = grown
         self.emb[self.n_embedded : need] = emb
         for k, c in enumerate(centres):

@@ -51,6 +51,17 @@ class LatentSample:
     shuffled: bool
     """True in the shuffled control: labels are permuted, so nothing fit on real labels may be used (the pass-wide
     `token_fire` and `tables` carry the real labels; fit on the train windows instead)."""
+    target: str = "firing"
+    """What `label` marks (the `lbl_target` column): "firing" (the latent fires at the centre) or "activation" (a
+    dense latent: the centre is among its top activation quantiles; negatives are its bottom quantiles and
+    non-firing windows). The pass-wide `token_fire` and `tables` count firing only: under "activation" they do
+    not describe the labels, so fit on the train windows (`windows_only`)."""
+
+    @property
+    def windows_only(self) -> bool:
+        """Fit on the sampled train windows only, not on pass-wide firing tables: in the shuffled control and under
+        the activation target, those tables do not describe the labels."""
+        return self.shuffled or self.target != "firing"
 
 
 @dataclass(frozen=True)

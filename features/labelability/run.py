@@ -233,7 +233,7 @@ def _score_latent(
         why = f"too few windows to score ({n_test_pos} test positives)"
         return _empty_row(why, describers, cfg, n_test_pos, target=target), tw
 
-    sample = LatentSample(j, s.centre, win, label, tr, fire_tok, shuffle)
+    sample = LatentSample(j, s.centre, win, label, tr, fire_tok, shuffle, target)
     scores, readable = _describe(data, describers, states, sample)
     aurocs = {name: float(auroc(sc, y_te)[0]) for name, sc in scores.items()}
     order = {d.name: d.tie_order for d in describers}

@@ -58,9 +58,13 @@ class StartDescriber:
         return Description(test_scores=p[near[~tr].astype(int)], readable=f"near the start: {p[1]:.2f}")
 
     def window_features(
-        self, sample: LatentSample, data: PassData, state: Any  # noqa: ANN401
+        self,
+        sample: LatentSample,
+        data: PassData,
+        state: Any,  # noqa: ANN401
     ) -> tuple[sp.csr_matrix, list[str]]:
-        return sp.csr_matrix(state[sample.centre].astype(np.float64)[:, None]), [f"document position <= {START}"]
+        near = state[sample.centre].astype(np.float64)
+        return sp.csr_matrix(near[:, None]), [f"document position <= {START}"]
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]

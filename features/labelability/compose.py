@@ -38,7 +38,9 @@ from features.labelability.rule import fit_sparse_rule, rule_readable
 def feature_providers(exclude: str) -> tuple[Describer, ...]:
     """The registered describers (other than `exclude`) that offer `window_features`, in tie order."""
     return tuple(
-        d for d in registered_describers() if d.name != exclude and callable(getattr(d, "window_features", None))
+        d
+        for d in registered_describers()
+        if d.name != exclude and callable(getattr(d, "window_features", None))
     )
 
 

@@ -114,7 +114,9 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(str(Path(path).expanduser()), device="cpu", local_files_only=True)
+            self.model = SentenceTransformer(
+                str(Path(path).expanduser()), device="cpu", local_files_only=True
+            )
         except (OSError, ValueError, KeyError) as err:
             raise UserError(
                 f"[labelability] semantic_backend: cannot load a sentence-transformers model from {path!r} "

@@ -221,7 +221,10 @@ class RuleDescriber:
         return Description(test_scores=fit.test_scores, readable=rule_readable(fit.terms))
 
     def window_features(
-        self, sample: LatentSample, data: PassData, state: Any  # noqa: ANN401
+        self,
+        sample: LatentSample,
+        data: PassData,
+        state: Any,  # noqa: ANN401
     ) -> tuple[sp.csr_matrix, list[str]]:
         """The rule's binary features (current/previous token, bigram, bag) of every window, over the keys of the
         train windows, for the composition describer."""

@@ -91,7 +91,9 @@ def shuffled_control(
     are permuted across the windows. Describers fit on the shuffled train windows (the pass-wide token table would
     carry the real labels), and pruning is off, so every describer competes as in the worst case.
     """
-    return _run(acts, tokens, doc_ids, mask, latents, cfg or LBLConfig(), seed, vocab, shuffle=True, dense=dense)
+    return _run(
+        acts, tokens, doc_ids, mask, latents, cfg or LBLConfig(), seed, vocab, shuffle=True, dense=dense
+    )
 
 
 def _run(

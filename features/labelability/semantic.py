@@ -92,7 +92,9 @@ class SemanticDescriber:
             emb = state.get(sample.centre, win)
             scores, typical = embedding_fit(emb, tr, sample.label[tr], data.cfg.semantic_k)
             like = f": {state.text(win, typical)[-160:]!r}" if typical >= 0 else ""
-            return Description(test_scores=scores, readable=f"windows like this ({state.embedder.label}){like}")
+            return Description(
+                test_scores=scores, readable=f"windows like this ({state.embedder.label}){like}"
+            )
         scores = semantic_scores(win[tr], sample.label[tr], win[~tr], len(data.vocab), data.cfg.semantic_k)
         return Description(test_scores=scores, readable="nearest positive windows (TF-IDF of window tokens)")
 

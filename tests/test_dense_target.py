@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scored_run import scored_run  # noqa: F401
 
 from features.labelability import LBLConfig, labelability, shuffled_control
 
@@ -107,3 +108,16 @@ def test_shuffled_control_of_the_activation_target_is_near_zero(data):
 def test_dense_settings_are_checked(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         LBLConfig(**bad)
+
+
+def test_xenofeat_score_labels_dense_latents_by_activation(scored_run):  # noqa: F811
+    """Through `xenofeat score`: C1's `dense` column decides the target; latents LBL did not score say "none"."""
+    from features.store import FeatureStore
+
+    with FeatureStore.open(scored_run.run / "features") as store:
+        t = store.table
+    ran = t["best_describer"] != "none"
+    assert set(t["lbl_target"]) <= {"firing", "activation", "none"}
+    assert (t.loc[t["dense"] & ran, "lbl_target"] == "activation").all() and (t["dense"] & ran).any()
+    assert (t.loc[~t["dense"] & ran, "lbl_target"] == "firing").all()
+    assert (t.loc[t["readable"].str.startswith("not scored"), "lbl_target"] == "none").all()

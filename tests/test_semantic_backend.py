@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from features.labelability import LBLConfig, labelability
-from features.labelability.embedding import piece_style, window_text
+from features.labelability.embedding import load_embedder, piece_style, window_text
 from features.labelability.windows import split_documents
 
 torch.set_num_threads(1)
@@ -100,10 +100,25 @@ def test_window_text_joins_the_pieces_of_each_tokenizer_style():
     assert piece_style(["▁the", "s"]) == "sentencepiece" and piece_style(["the", "cat"]) == "wordpiece"
 
 
-@pytest.mark.parametrize("bad", ["bert", "", "/no/such/model/folder"])
-def test_unknown_backend_is_refused_naming_the_key(bad):
+def test_minilm_backend_is_the_models_own_sentence_transformers_recipe():
+    """ "minilm" (plain transformers, mean pooling, normalised) embeds exactly as sentence-transformers loading the
+    same folder as a local-folder backend does."""
+    from activations.model import embedded_model_dir
+
+    folder = str(embedded_model_dir())
+    assert LBLConfig(semantic_backend=folder).semantic_backend == folder
+    texts = ["copy the file to the destination path", "duplicate it into the target folder", "a"]
+    ours = load_embedder("minilm", 2).embed(texts)
+    theirs = load_embedder(folder, 2).embed(texts)
+    assert ours.shape == (3, 384)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["bert", "", "/no/such/model/folder", "EMPTY"])
+def test_unknown_backend_is_refused_naming_the_key(bad, tmp_path):
     with pytest.raises(ValueError, match="semantic_backend"):
-        LBLConfig(semantic_backend=bad)
+        LBLConfig(semantic_backend=str(tmp_path) if bad == "EMPTY" else bad)
 
 
 def test_unknown_backend_in_a_definition_is_one_line(tmp_path):

@@ -31,11 +31,14 @@ BUILTIN_BACKENDS = (TFIDF, MINILM)
 
 def backend_problem(value: str) -> str | None:
     """Why `value` is not a usable `semantic_backend` (None when it is): "tfidf", "minilm", or an existing local
-    folder holding a sentence-transformers model while `sentence_transformers` is importable."""
+    folder holding a model (its `modules.json` or `config.json`) while `sentence_transformers` is importable."""
     if value in BUILTIN_BACKENDS:
         return None
-    if not Path(value).expanduser().is_dir():
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
         return "must be 'tfidf', 'minilm' or a local folder holding a sentence-transformers model"
+    if not any((folder / name).is_file() for name in ("modules.json", "config.json")):
+        return "is a folder without a model (no modules.json or config.json)"
     if importlib.util.find_spec("sentence_transformers") is None:
         return "names a model folder, which needs the sentence-transformers package (not installed)"
     return None

@@ -18,8 +18,7 @@ Modules, one concern each:
 Adding a describer is one new module plus its tests:
 1. `features/labelability/<name>.py`: a class with `name`, `tie_order`, `summary`, `cheap` and the methods
    `prepare(data)`, `describe(sample, data, state) -> Description` (fit on `sample.train` windows, score the test
-   windows, give a readable form; where `sample.windows_only` (the shuffled control, the activation target of dense
-   latents) fit on the windows only, not on pass-wide firing tables) and `columns()` (at least
+   windows, give a readable form; in the shuffled control fit on the windows only) and `columns()` (at least
    `auroc_column(self)`). Settings it needs that a user should be able to change go in `config.LBLConfig`.
 2. One `register_describer(...)` line below (a plug-in outside the package calls `register_describer` itself).
 3. `tests/test_<name>_describer.py`: a planted latent it labels and one it must not.

@@ -34,6 +34,7 @@ from features.labelability.windows import (
     sample_activation_windows,
     sample_windows,
     token_column,
+    top_quantile_counts,
     token_tables,
     window_matrix,
 )
@@ -207,9 +208,11 @@ def _score_latent(
     top = top[fire_tok[top] > 0]
     if len(top) == 0:  # fires in test documents only: use the centre tokens it fires on
         top = np.unique(index.tokens[fire_idx])[: cfg.hard_top_tokens]
-    sampler = sample_windows
+    sampler, positives_tok = sample_windows, fire_tok
     if target == "activation":
-        sampler = partial(sample_activation_windows, extreme=min(cfg.dense_extreme, cfg.n_deciles // 2))
+        extreme = min(cfg.dense_extreme, cfg.n_deciles // 2)
+        sampler = partial(sample_activation_windows, extreme=extreme)
+        positives_tok = top_quantile_counts(index, fire_idx, fire_val, cfg.n_deciles, extreme, len(fire_tok))
     s = sampler(
         index,
         fire_idx,
@@ -235,7 +238,7 @@ def _score_latent(
         why = f"too few windows to score ({n_test_pos} test positives)"
         return _empty_row(why, describers, cfg, n_test_pos, target=target), tw
 
-    sample = LatentSample(j, s.centre, win, label, tr, fire_tok, shuffle, target)
+    sample = LatentSample(j, s.centre, win, label, tr, positives_tok, shuffle, target)
     scores, readable = _describe(data, describers, states, sample)
     aurocs = {name: float(auroc(sc, y_te)[0]) for name, sc in scores.items()}
     order = {d.name: d.tie_order for d in describers}

@@ -296,10 +296,7 @@ def sample_activation_windows(
     non-firing negatives (per positive). The middle quantiles are left out. `decile` keeps the quantile of a
     positive (-1 for every negative, as `TestWindows` expects); `act` is the activation (0 where not firing).
     """
-    n = len(fire_idx)
-    rank = np.empty(n, np.int64)
-    rank[np.argsort(fire_val, kind="stable")] = np.arange(n)
-    quantile = (rank * n_deciles) // max(n, 1)
+    quantile = activation_quantiles(fire_val, n_deciles)
     per = max(max_positives // extreme, 1)
 
     def pick(qs: range) -> np.ndarray:
@@ -325,3 +322,21 @@ def sample_activation_windows(
         act=np.r_[fire_val[top], fire_val[low], np.zeros(len(quiet))].astype(np.float64),
         is_test=index.is_test[centre],
     )
+
+
+def activation_quantiles(fire_val: np.ndarray, n_deciles: int) -> np.ndarray:
+    """(n,) int64 activation rank quantile 0..n_deciles-1 of each firing (rank quantiles: ties cannot empty one)."""
+    n = len(fire_val)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(fire_val, kind="stable")] = np.arange(n)
+    return (rank * n_deciles) // max(n, 1)
+
+
+def top_quantile_counts(
+    index: CacheIndex, fire_idx: np.ndarray, fire_val: np.ndarray, n_deciles: int, extreme: int, vocab_size: int
+) -> np.ndarray:
+    """(V,) int64 firings in the top `extreme` activation quantiles per token, over train documents: the token
+    table of the activation target (the counterpart of `token_column` for firing)."""
+    top = activation_quantiles(fire_val, n_deciles) >= n_deciles - extreme
+    keep = fire_idx[top & ~index.is_test[fire_idx]]
+    return np.bincount(index.tokens[keep], minlength=vocab_size).astype(np.int64)

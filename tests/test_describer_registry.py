@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from helpers.demo_store import build_random_store
+from helpers.describers import only_describers
 
 from features.columns import Column
 from features.labelability import (
@@ -80,6 +81,14 @@ def planted() -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, list[s
     return sp.csc_matrix(values.reshape(N_SEQ * L, 2)), tokens, doc_ids, mask, [f"t{i}" for i in range(V)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def v1_describers():
+    """Start from LBL-v1's built-ins (token, rule, semantic), so the plug-in below is the only other describer (the
+    built-in `compose` describer of LBL-v2 is unregistered meanwhile; it has its own tests)."""
+    with only_describers():
+        yield
+
+
 @pytest.fixture(scope="module")
 def data():
     return planted()
@@ -103,7 +112,7 @@ def position(request):
 
 
 def test_builtin_describers_cannot_label_a_position_latent(builtin_table):
-    assert set(builtin_table.aurocs) == {"token", "rule", "semantic", "compose"}
+    assert set(builtin_table.aurocs) == {"token", "rule", "semantic"}
     assert builtin_table.labelability[0] < 0.3 and builtin_table.labelability[1] >= 0.9
 
 
@@ -112,12 +121,12 @@ def test_registered_describer_gets_its_column_and_wins_where_it_should(data, bui
     table = labelability(acts, tokens, doc_ids, mask, np.arange(2), CFG, seed=1, vocab=vocab)
     frame = table.to_frame()
     assert [c for c in frame if c.startswith("auroc_")] == ["auroc_token", "auroc_rule", "auroc_semantic",
-                                                            "auroc_position", "auroc_compose"]  # fmt: skip
+                                                            "auroc_position"]  # fmt: skip
     assert frame.loc[0, "best_describer"] == "position" and frame.loc[0, "labelability"] >= 0.8
     assert all(f"position {p}" in frame.loc[0, "readable"] for p in POSITIONS)
     assert frame.loc[1, "best_describer"] == "token"
     # it only adds: every other describer, the samples and the test windows are those of the run without it
-    for name in ("token", "rule", "semantic", "compose"):
+    for name in ("token", "rule", "semantic"):
         np.testing.assert_array_equal(table.aurocs[name], builtin_table.aurocs[name])
     for latent in (0, 1):
         assert np.array_equal(
@@ -143,7 +152,7 @@ def test_cheap_describer_prunes_and_runs_in_the_fan_out(data, position):
     assert np.isnan(one.aurocs["rule"][0]) and np.isnan(one.aurocs["semantic"][0])
     assert one.best_describer[0] == "position"
     fan = run_lbl(many, tokens, doc_ids, mask, np.arange(32), CFG, 1, vocab, workers=2, progress=False)
-    assert list(fan.aurocs) == ["token", "rule", "semantic", "position", "compose"]
+    assert list(fan.aurocs) == ["token", "rule", "semantic", "position"]
     assert (fan.best_describer[:16] == "position").all() and (fan.best_describer[16:] == "token").all()
     for name in fan.aurocs:
         np.testing.assert_array_equal(fan.aurocs[name][[0, 16]], one.aurocs[name])
@@ -154,12 +163,12 @@ def test_viewer_shows_the_registered_describer(data, position, tmp_path: Path):
     acts, tokens, doc_ids, mask, vocab = data
     frame = labelability(acts, tokens, doc_ids, mask, np.arange(2), CFG, seed=1, vocab=vocab).to_frame()
     rows = describer_rows(frame.iloc[0]).set_index("describer")
-    assert list(rows.index) == ["token", "rule", "semantic", "position", "compose"]
+    assert list(rows.index) == ["token", "rule", "semantic", "position"]
     assert rows.loc["position", "best"] and rows.loc["position", "checks"] == position.summary
     assert rows.loc["position", "AUROC (held out)"] == frame.loc[0, "auroc_position"]
     assert rows.loc["position", "readable form"] == frame.loc[0, "readable"]
     assert "auroc_position" in shown_columns(frame)
-    assert describer_choices(frame) == ["token", "rule", "semantic", "position", "compose"]
+    assert describer_choices(frame) == ["token", "rule", "semantic", "position"]
     build_random_store(tmp_path, n_latents=8)
     with FeatureStore.open(tmp_path) as store:
         assert "auroc_position" in store.table

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers.describers import only_describers
 
 from features.labelability import LBLConfig, auroc, labelability, shuffled_control
 from features.labelability.windows import build_index, window_matrix
@@ -60,6 +61,14 @@ def planted(seed: int = 0):
 
 
 CFG = LBLConfig(max_positives=300, bootstrap=100)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def v1_describers():
+    """This file pins LBL-v1 (token, rule, semantic; the fixture's numbers): the LBL-v2 describers have their own
+    tests."""
+    with only_describers():
+        yield
 
 
 @pytest.fixture(scope="module")

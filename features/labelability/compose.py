@@ -94,3 +94,6 @@ class ComposeDescriber:
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]
+
+
+DESCRIBER = ComposeDescriber()

@@ -34,8 +34,8 @@ from features.labelability.windows import (
     sample_activation_windows,
     sample_windows,
     token_column,
-    top_quantile_counts,
     token_tables,
+    top_quantile_counts,
     window_matrix,
 )
 

@@ -84,7 +84,7 @@ def planted() -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, list[s
 @pytest.fixture(scope="module", autouse=True)
 def v1_describers():
     """Start from LBL-v1's built-ins (token, rule, semantic), so the plug-in below is the only other describer (the
-    built-in `compose` describer of LBL-v2 is unregistered meanwhile; it has its own tests)."""
+    built-in `position` describer of LBL-v2 is unregistered meanwhile; it has its own tests)."""
     with only_describers():
         yield
 

@@ -18,6 +18,15 @@ from features.labelability.windows import build_index, window_matrix
 
 torch.set_num_threads(1)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def v1_describers():
+    """This file pins LBL-v1 (token, rule, semantic; the fixture's numbers): the LBL-v2 describers have their own
+    tests (tests/test_describers_v2.py)."""
+    with only_describers():
+        yield
+
+
 N_SEQ, L, V = 160, 64, 120
 TOKEN_SET = (5, 17, 30)
 BIGRAM = (6, 0)  # prev, cur: cur is the most frequent token, so the token alone is a weak description
@@ -61,14 +70,6 @@ def planted(seed: int = 0):
 
 
 CFG = LBLConfig(max_positives=300, bootstrap=100)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def v1_describers():
-    """This file pins LBL-v1 (token, rule, semantic; the fixture's numbers): the LBL-v2 describers have their own
-    tests."""
-    with only_describers():
-        yield
 
 
 @pytest.fixture(scope="module")

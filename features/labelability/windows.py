@@ -333,7 +333,12 @@ def activation_quantiles(fire_val: np.ndarray, n_deciles: int) -> np.ndarray:
 
 
 def top_quantile_counts(
-    index: CacheIndex, fire_idx: np.ndarray, fire_val: np.ndarray, n_deciles: int, extreme: int, vocab_size: int
+    index: CacheIndex,
+    fire_idx: np.ndarray,
+    fire_val: np.ndarray,
+    n_deciles: int,
+    extreme: int,
+    vocab_size: int,
 ) -> np.ndarray:
     """(V,) int64 firings in the top `extreme` activation quantiles per token, over train documents: the token
     table of the activation target (the counterpart of `token_column` for firing)."""

@@ -25,7 +25,12 @@ from features.flags import summarize
 from features.labelability import LBLConfig, LBLTable, run_lbl, shuffled_control
 from features.store.writer import ExamplesAttrs, StoreContent
 
-NOT_SCORED = {"best_describer": "none", "readable": "not scored (fails C1 support)", "n_test_pos": 0}
+NOT_SCORED = {
+    "best_describer": "none",
+    "readable": "not scored (fails C1 support)",
+    "n_test_pos": 0,
+    "lbl_target": "none",
+}
 """LBL values of latents LBL did not score."""
 
 
@@ -104,14 +109,15 @@ def run_labelability(res: Any, crit: CriteriaResults, defn: Definition, settings
     lcfg: LBLConfig = defn.labelability
     acts = res.acts_csc
     scored = np.flatnonzero(crit.column("support_pass") & (crit.column("firing_count") >= lcfg.min_test_pos))
-    lbl = run(acts, res.tokens, res.doc_ids, res.mask, scored, lcfg, settings.seed, vocab)
+    dense = crit.column("dense") if any("dense" in o.columns for o in crit.outcomes.values()) else None
+    lbl = run(acts, res.tokens, res.doc_ids, res.mask, scored, lcfg, settings.seed, vocab, dense)
     timer.lap("labelability")
     control = np.nan
     if settings.control_latents and len(scored):
         rng = np.random.default_rng(settings.seed)
         pick = np.sort(rng.choice(scored, size=min(settings.control_latents, len(scored)), replace=False))
         ctl = shuffled_control(
-            acts, res.tokens, res.doc_ids, res.mask, pick, lcfg, settings.seed, vocab=vocab
+            acts, res.tokens, res.doc_ids, res.mask, pick, lcfg, settings.seed, vocab=vocab, dense=dense
         )
         control = float(np.nanmean(ctl.labelability)) if np.isfinite(ctl.labelability).any() else np.nan
         timer.lap("control")
@@ -120,14 +126,15 @@ def run_labelability(res: Any, crit: CriteriaResults, defn: Definition, settings
     lf["best_describer"] = lf["best_describer"].fillna(NOT_SCORED["best_describer"])
     lf["readable"] = lf["readable"].fillna(NOT_SCORED["readable"])
     lf["n_test_pos"] = lf["n_test_pos"].fillna(NOT_SCORED["n_test_pos"]).astype(np.int64)
+    lf["lbl_target"] = lf["lbl_target"].fillna(NOT_SCORED["lbl_target"])
     return LBLResults(lbl, lf.reset_index(drop=True), control)
 
 
 def lbl_runner(workers: int, progress: bool) -> Callable[..., LBLTable]:
     """The LBL fan-out over `workers` processes (LBL results do not depend on the chunking)."""
 
-    def run(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab) -> LBLTable:  # noqa: ANN001
-        return run_lbl(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab, workers, progress)
+    def run(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab, dense=None) -> LBLTable:  # noqa: ANN001
+        return run_lbl(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab, workers, progress, dense)
 
     return run
 

@@ -9,8 +9,10 @@ Modules, one concern each:
 - `config`: `LBLConfig`, the `[labelability]` section of the definition (every constant that shapes the numbers).
 - `windows`: the document split, the per-token firing table, positive/negative sampling, window matrices.
 - `registry`: the `Describer` protocol, what a describer sees and returns, `register_describer`.
-- `token`, `rule`, `semantic`, `position`, `properties`, `document`: the built-in describers, one module each, each ending
-  in `DESCRIBER = ...`; the registry finds every module of this package that defines `DESCRIBER` (no list to edit).
+- `token`, `rule`, `semantic`, `position`, `properties`, `document`, `compose`: the built-in describers, one module
+  each, each ending in `DESCRIBER = ...`; the registry finds every module of this package that defines `DESCRIBER`
+  (no list to edit). `embedding` holds the semantic describer's sentence-embedding backends; `compose` combines the
+  `window_features` of every describer that offers them into one sparse rule.
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from activations.settings import SettingError, Settings, integer, number, switch
+from activations.settings import SettingError, Settings, choice, integer, number, switch, text
+from features.labelability.embedding import backend_problem
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,19 @@ class LBLConfig(Settings):
     """Inverse L2 strength of the `properties` describer's logistic fit over the token-property indicators."""
     document_top_terms: int = integer(8, 1, 1000)
     """Terms the `document` describer shows in its readable form (and offers to compositions as indicators)."""
+    semantic_backend: str = text("tfidf")
+    """The semantic describer's space: "tfidf" (TF-IDF of the window's tokens: cheap, shared words only),
+    "minilm" (the embedded all-MiniLM-L6-v2's sentence embedding of the window text: sees topics in other words,
+    costs a forward pass per distinct window) or a local folder holding a sentence-transformers model."""
+    semantic_batch: int = integer(256, 1, 65536)
+    """Windows per forward pass of the semantic embedding backend."""
+    dense_target: str = choice("activation", "activation", "firing")
+    """What LBL predicts for a dense latent (the `dense` column: density > `[support] max_density`): "activation"
+    (its top activation quantiles against its bottom ones plus non-firing windows) or "firing" (as for the rest)."""
+    dense_extreme: int = integer(3, 1, 50)
+    """For the activation target: how many of the `n_deciles` activation quantiles at the top are positives and at
+    the bottom are negatives (the middle ones are left out: values near the median say little either way); at most
+    half of `n_deciles` is used (with one quantile there is no activation target, and dense latents use firing)."""
 
     def check(self) -> None:
         if self.rule_bag > self.window:
@@ -83,6 +97,9 @@ class LBLConfig(Settings):
             raise SettingError(
                 "max_positives", self.max_positives, f"must be at least n_deciles ({self.n_deciles})"
             )
+        problem = backend_problem(self.semantic_backend)
+        if problem:
+            raise SettingError("semantic_backend", self.semantic_backend, problem)
         if self.random_neg_per_pos + self.hard_neg_per_pos <= 0:
             raise SettingError(
                 "random_neg_per_pos", self.random_neg_per_pos, "and hard_neg_per_pos cannot both be 0"

@@ -22,8 +22,10 @@ instead of receiving pickled copies (the pool is created and torn down inside `r
 
 
 def _lbl_part(latents: np.ndarray) -> LBLTable:
-    acts, tokens, doc_ids, mask, cfg, seed, vocab = _LBL_ARGS
-    return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=False)
+    acts, tokens, doc_ids, mask, cfg, seed, vocab, dense = _LBL_ARGS
+    return labelability(
+        acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=False, dense=dense
+    )
 
 
 def run_lbl(
@@ -37,19 +39,23 @@ def run_lbl(
     vocab,
     workers: int,
     progress: bool = True,
+    dense=None,
 ) -> LBLTable:  # noqa: ANN001
     """LBL-v1 for `latents`, in `workers` forked processes when there are enough latents.
 
     Latents are dealt into interleaved chunks (a few per worker, so one progress bar in this process can count
     them as they finish); LBL's results do not depend on the chunking (each latent has its own seeded generator).
+    `dense` (F,) bool marks the dense latents (see `labelability`).
     """
     global _LBL_ARGS
     latents = np.asarray(latents, np.int64)
     if workers <= 1 or len(latents) < 32 or "fork" not in mp.get_all_start_methods():
-        return labelability(acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=progress)
+        return labelability(
+            acts, tokens, doc_ids, mask, latents, cfg, seed, vocab=vocab, progress=progress, dense=dense
+        )
     n_chunks = workers * 4
     chunks = [latents[i::n_chunks] for i in range(n_chunks) if len(latents[i::n_chunks])]
-    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab)
+    _LBL_ARGS = (acts, tokens, doc_ids, mask, cfg, seed, vocab, dense)
     parts: list[LBLTable] = []
     try:
         with (

@@ -49,10 +49,16 @@ class LatentSample:
     train: np.ndarray
     """(n,) bool: the centre's document is a train document (the rest are test windows)."""
     token_fire: np.ndarray
-    """(V,) int64 firing counts of the latent per token over all train documents (not only the sampled windows)."""
+    """(V,) int64 counts of the latent's positives per token over all train documents (not only the sampled
+    windows): its firings, or under the activation target its firings in the top quantiles."""
     shuffled: bool
     """True in the shuffled control: labels are permuted, so nothing fit on real labels may be used (the pass-wide
     `token_fire` and `tables` carry the real labels; fit on the train windows instead)."""
+    target: str = "firing"
+    """What `label` marks (the `lbl_target` column): "firing" (the latent fires at the centre) or "activation" (a
+    dense latent: the centre is among its top activation quantiles; negatives are its bottom quantiles and
+    non-firing windows). `token_fire` follows the target; `PassData.tables` counts firings whatever the target,
+    so a describer that reads its `fire` column must not use it under "activation"."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ preceding tokens, with at most `rule_max_terms` non-zero weights (so a person ca
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,43 +67,53 @@ class RuleFit:
     """(feature, weight) of the non-zero terms, largest |weight| first."""
 
 
-def fit_rule(
-    train_win: np.ndarray,
+def rule_features(
+    windows: np.ndarray, train: np.ndarray, vocab: list[str], bag: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Binary rule features of all windows (n, w + 1) over the keys seen in the `train` windows: (x (n, m), keys).
+
+    Columns are the distinct keys of the train windows only (a key seen only in test windows cannot be part of a
+    rule fit on train), sorted; `describe_key(keys[i], vocab)` names column i.
+    """
+    v = len(vocab)
+    tr_rows = np.flatnonzero(train)
+    r_tr, k_tr = rule_keys(windows[tr_rows], bag, v)
+    cols = np.unique(k_tr)
+    r_all, k_all = rule_keys(windows, bag, v)
+    at = np.minimum(np.searchsorted(cols, k_all), max(len(cols) - 1, 0))
+    hit = (cols[at] == k_all) if len(cols) else np.zeros(len(k_all), bool)
+    x = sp.csr_matrix((np.ones(hit.sum()), (r_all[hit], at[hit])), shape=(len(windows), len(cols)))
+    return x, cols
+
+
+def fit_sparse_rule(
+    x_tr: sp.csr_matrix,
     y: np.ndarray,
-    test_win: np.ndarray,
-    vocab: list[str],
+    x_te: sp.csr_matrix,
+    names: Sequence[str],
     *,
-    bag: int,
     max_terms: int,
     screen: int,
     c_steps: int,
     c_start: float,
     intercept_scaling: float,
 ) -> RuleFit:
-    """Fit the L1-logistic rule with the weakest penalty that keeps <= max_terms non-zero weights.
+    """Fit an L1-logistic rule over the columns of `x_tr` (named by `names`) with the weakest penalty that keeps
+    <= max_terms non-zero weights; the rule describer's fit, shared by the composition describer.
 
     Cheaper path than a full regularisation path: features are first screened to the `screen` with the largest
-    |P(feature | pos) - P(feature | neg)| (a rule of <= 8 terms only ever uses strongly associated features),
+    |mean(feature | pos) - mean(feature | neg)| (a rule of <= 8 terms only ever uses strongly associated features),
     then C doubles from `c_start` x sklearn's l1_min_c until a fit exceeds max_terms; the last fit within budget is kept.
     """
-    v = len(vocab)
-    r_tr, k_tr = rule_keys(train_win, bag, v)
-    cols, col_of = np.unique(k_tr, return_inverse=True)
-    x_tr = sp.csr_matrix((np.ones(len(r_tr)), (r_tr, col_of)), shape=(len(y), len(cols)))
     n_pos, n_neg = max(y.sum(), 1), max((~y).sum(), 1)
     assoc = np.abs(
         np.asarray(x_tr[y].sum(axis=0)).ravel() / n_pos - np.asarray(x_tr[~y].sum(axis=0)).ravel() / n_neg
     )
     keep = np.sort(np.argsort(-assoc, kind="stable")[:screen])
-    x_tr, cols = x_tr[:, keep], cols[keep]
-
-    r_te, k_te = rule_keys(test_win, bag, v)
-    at = np.minimum(np.searchsorted(cols, k_te), max(len(cols) - 1, 0))
-    hit = (cols[at] == k_te) if len(cols) else np.zeros(len(k_te), bool)
-    x_te = sp.csr_matrix((np.ones(hit.sum()), (r_te[hit], at[hit])), shape=(len(test_win), len(cols)))
+    x_tr, x_te = x_tr[:, keep], x_te[:, keep]
 
     best: LogisticRegression | None = None
-    if len(cols) and 0 < y.sum() < len(y):
+    if len(keep) and 0 < y.sum() < len(y):
         c = l1_min_c(x_tr, y, loss="log") * c_start
         for _ in range(c_steps):
             model = LogisticRegression(
@@ -123,14 +134,58 @@ def fit_rule(
                 best = model
             c *= 2.0
     if best is None:
-        return RuleFit(test_scores=np.zeros(len(test_win)), terms=[])
+        return RuleFit(test_scores=np.zeros(x_te.shape[0]), terms=[])
     w = best.coef_.ravel()
     nz = np.flatnonzero(w)
     nz = nz[np.argsort(-np.abs(w[nz]))]
     return RuleFit(
         test_scores=np.asarray(x_te @ w).ravel(),
-        terms=[(describe_key(cols[i], vocab), float(w[i])) for i in nz],
+        terms=[(names[keep[i]], float(w[i])) for i in nz],
     )
+
+
+def fit_rule(
+    train_win: np.ndarray,
+    y: np.ndarray,
+    test_win: np.ndarray,
+    vocab: list[str],
+    *,
+    bag: int,
+    max_terms: int,
+    screen: int,
+    c_steps: int,
+    c_start: float,
+    intercept_scaling: float,
+) -> RuleFit:
+    """The rule describer's fit: `rule_features` of the windows, then `fit_sparse_rule`."""
+    windows = np.concatenate([train_win, test_win])
+    train = np.r_[np.ones(len(train_win), bool), np.zeros(len(test_win), bool)]
+    x, keys = rule_features(windows, train, vocab, bag)
+    names = _KeyNames(keys, vocab)
+    return fit_sparse_rule(
+        x[: len(train_win)],
+        y,
+        x[len(train_win) :],
+        names,
+        max_terms=max_terms,
+        screen=screen,
+        c_steps=c_steps,
+        c_start=c_start,
+        intercept_scaling=intercept_scaling,
+    )
+
+
+class _KeyNames(Sequence[str]):
+    """Readable names of rule keys, made on demand (a window set has thousands of keys; a rule reads <= 8)."""
+
+    def __init__(self, keys: np.ndarray, vocab: list[str]) -> None:
+        self.keys, self.vocab = keys, vocab
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]  # integer indices only
+        return describe_key(self.keys[i], self.vocab)
 
 
 def rule_readable(terms: list[tuple[str, float]]) -> str:
@@ -164,6 +219,17 @@ class RuleDescriber:
             intercept_scaling=cfg.rule_intercept_scaling,
         )
         return Description(test_scores=fit.test_scores, readable=rule_readable(fit.terms))
+
+    def window_features(
+        self,
+        sample: LatentSample,
+        data: PassData,
+        state: Any,  # noqa: ANN401
+    ) -> tuple[sp.csr_matrix, list[str]]:
+        """The rule's binary features (current/previous token, bigram, bag) of every window, over the keys of the
+        train windows, for the composition describer."""
+        x, keys = rule_features(sample.windows, sample.train, data.vocab, data.cfg.rule_bag)
+        return x, list(_KeyNames(keys, data.vocab))
 
     def columns(self) -> list[Column]:
         return [auroc_column(self)]

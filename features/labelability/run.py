@@ -18,6 +18,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import spearmanr
@@ -29,9 +31,11 @@ from features.labelability.registry import Describer, LatentSample, PassData, re
 from features.labelability.table import LBLTable, TestWindows
 from features.labelability.windows import (
     build_index,
+    sample_activation_windows,
     sample_windows,
     token_column,
     token_tables,
+    top_quantile_counts,
     window_matrix,
 )
 
@@ -47,11 +51,13 @@ def labelability(
     *,
     vocab: list[str] | None = None,
     progress: bool = True,
+    dense: np.ndarray | None = None,
 ) -> LBLTable:
     """Score LBL-v1 for `latents` (columns of `acts` (T, F), T = n_seq * L) over the (n_seq, L) token grid.
 
     `mask` is True where a position is excluded (never a positive or a negative). Without `vocab`, tokens are
-    named `#id` in the readable descriptions.
+    named `#id` in the readable descriptions. `dense` (F,) bool marks the dense latents (the `dense` column of C1),
+    which are labelled by their activation value (`[labelability] dense_target`); None: no latent is dense.
     """
     return _run(
         acts,
@@ -64,6 +70,7 @@ def labelability(
         vocab,
         shuffle=False,
         progress=progress,
+        dense=dense,
     )
 
 
@@ -77,6 +84,7 @@ def shuffled_control(
     seed: int = 0,
     *,
     vocab: list[str] | None = None,
+    dense: np.ndarray | None = None,
 ) -> LBLTable:
     """LBL with labels shuffled within each latent's sampled windows: the null, which must be about 0.
 
@@ -84,7 +92,9 @@ def shuffled_control(
     are permuted across the windows. Describers fit on the shuffled train windows (the pass-wide token table would
     carry the real labels), and pruning is off, so every describer competes as in the worst case.
     """
-    return _run(acts, tokens, doc_ids, mask, latents, cfg or LBLConfig(), seed, vocab, shuffle=True)
+    return _run(
+        acts, tokens, doc_ids, mask, latents, cfg or LBLConfig(), seed, vocab, shuffle=True, dense=dense
+    )
 
 
 def _run(
@@ -99,6 +109,7 @@ def _run(
     *,
     shuffle: bool,
     progress: bool = True,
+    dense: np.ndarray | None = None,
 ) -> LBLTable:
     if tokens.shape != doc_ids.shape or tokens.shape != mask.shape:
         raise ValueError(f"tokens {tokens.shape}, doc_ids {doc_ids.shape} and mask {mask.shape} must match")
@@ -123,11 +134,12 @@ def _run(
         keep = index.valid[fire_idx] & (fire_val != 0)
         fire_idx, fire_val = fire_idx[keep], fire_val[keep]
         rng = np.random.default_rng([seed, int(latent)])
+        target = lbl_target(cfg, dense is not None and bool(dense[latent]))
         if len(fire_idx) == 0:
-            rows.append(_empty_row("latent does not fire on unmasked tokens", describers, cfg))
+            rows.append(_empty_row("latent does not fire on unmasked tokens", describers, cfg, target=target))
             windows[int(latent)] = TestWindows(np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int8))
             continue
-        row, tw = _score_latent(data, describers, states, j, fire_idx, fire_val, rng, shuffle)
+        row, tw = _score_latent(data, describers, states, j, fire_idx, fire_val, rng, shuffle, target)
         rows.append(row)
         windows[int(latent)] = tw
 
@@ -147,13 +159,25 @@ def _run(
         readable=[r["readable"] for r in rows],
         spearman=col("spearman"),
         seed=seed,
+        lbl_target=np.array([r["lbl_target"] for r in rows], dtype=object),
         config=cfg,
         test_windows=windows,
     )
 
 
-def _empty_row(why: str, describers: tuple[Describer, ...], cfg: LBLConfig, n_test_pos: int = 0) -> dict:
+def lbl_target(cfg: LBLConfig, dense: bool) -> str:
+    """What LBL predicts for a latent: "activation" (its top activation quantiles against its bottom ones and
+    non-firing windows) for a dense latent under `dense_target = "activation"`, else "firing"."""
+    if dense and cfg.dense_target == "activation" and min(cfg.dense_extreme, cfg.n_deciles // 2) > 0:
+        return "activation"
+    return "firing"
+
+
+def _empty_row(
+    why: str, describers: tuple[Describer, ...], cfg: LBLConfig, n_test_pos: int = 0, *, target: str
+) -> dict:
     return {
+        "lbl_target": target,
         "labelability": np.nan,
         "labelability_hi": np.nan,
         "best_describer": "none",
@@ -174,15 +198,22 @@ def _score_latent(
     fire_val: np.ndarray,
     rng: np.random.Generator,
     shuffle: bool,
+    target: str = "firing",
 ) -> tuple[dict, TestWindows]:
-    """Sample, describe and score one latent (the j-th column of the pass's token tables)."""
+    """Sample, describe and score one latent (the j-th column of the pass's token tables); `target` says what is
+    predicted (`lbl_target`)."""
     cfg, index = data.cfg, data.index
     fire_tok = token_column(data.tables, j)  # (V,)
     top = np.argsort(-fire_tok, kind="stable")[: cfg.hard_top_tokens]
     top = top[fire_tok[top] > 0]
     if len(top) == 0:  # fires in test documents only: use the centre tokens it fires on
         top = np.unique(index.tokens[fire_idx])[: cfg.hard_top_tokens]
-    s = sample_windows(
+    sampler, positives_tok = sample_windows, fire_tok
+    if target == "activation":
+        extreme = min(cfg.dense_extreme, cfg.n_deciles // 2)
+        sampler = partial(sample_activation_windows, extreme=extreme)
+        positives_tok = top_quantile_counts(index, fire_idx, fire_val, cfg.n_deciles, extreme, len(fire_tok))
+    s = sampler(
         index,
         fire_idx,
         fire_val,
@@ -205,9 +236,9 @@ def _score_latent(
     n_test_pos = int(y_te.sum())
     if n_test_pos < cfg.min_test_pos or y_tr.all() or not y_tr.any() or y_te.all():
         why = f"too few windows to score ({n_test_pos} test positives)"
-        return _empty_row(why, describers, cfg, n_test_pos), tw
+        return _empty_row(why, describers, cfg, n_test_pos, target=target), tw
 
-    sample = LatentSample(j, s.centre, win, label, tr, fire_tok, shuffle)
+    sample = LatentSample(j, s.centre, win, label, tr, positives_tok, shuffle, target)
     scores, readable = _describe(data, describers, states, sample)
     aurocs = {name: float(auroc(sc, y_te)[0]) for name, sc in scores.items()}
     order = {d.name: d.tie_order for d in describers}
@@ -223,6 +254,7 @@ def _score_latent(
     if n_test_pos >= cfg.spearman_min_pos and np.ptp(scores[best][pos]) > 0 and np.ptp(act[te][pos]) > 0:
         rho = float(spearmanr(scores[best][pos], act[te][pos]).statistic)
     row = {
+        "lbl_target": target,
         "labelability": lbl,
         "labelability_hi": max(hi, lbl),
         "best_describer": best,

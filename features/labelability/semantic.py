@@ -1,5 +1,11 @@
-"""The semantic describer: TF-IDF cosine of a window's tokens to its k nearest train positives minus its k nearest
-train negatives ("windows like these fire")."""
+"""The semantic describer: cosine of a window to its k nearest train positives minus its k nearest train negatives
+("windows like these fire"), in the space `[labelability] semantic_backend` names.
+
+"tfidf" (the default, and the cheap fallback) compares the windows' tokens by TF-IDF: it sees shared words only, so
+"copy the file to the destination path" and "duplicate it into the target folder" are strangers. "minilm" (or a
+local sentence-transformers folder) compares sentence embeddings of the windows' text (`embedding`), which put
+those two side by side. Each distinct window is embedded once per pass (`embedding.WindowEmbeddings`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.columns import Column
+from features.labelability.embedding import WindowEmbeddings, embeddings_state
 from features.labelability.registry import Description, LatentSample, PassData, auroc_column
 
 
@@ -36,6 +43,12 @@ def _mean_top_k(sim: np.ndarray, k: int) -> np.ndarray:
     return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
+def neighbour_scores(sim: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Mean similarity to the k nearest train positives minus to the k nearest train negatives, per row of `sim`
+    (n, n_train)."""
+    return _mean_top_k(sim[:, y], k) - _mean_top_k(sim[:, ~y], k)
+
+
 def semantic_scores(
     train_win: np.ndarray, y: np.ndarray, test_win: np.ndarray, vocab_size: int, k: int
 ) -> np.ndarray:
@@ -43,22 +56,45 @@ def semantic_scores(
     x_tr, idf = _tfidf(train_win, vocab_size, None)
     x_te, _ = _tfidf(test_win, vocab_size, idf)
     sim = (x_te @ x_tr.T).toarray()  # (n_test, n_train)
-    return _mean_top_k(sim[:, y], k) - _mean_top_k(sim[:, ~y], k)
+    return neighbour_scores(sim, y, k)
+
+
+def embedding_fit(emb: np.ndarray, train: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """(test scores, index of the most typical train positive) from L2-normalised window embeddings (n, d).
+
+    The typical positive is the train positive that its own neighbour score (itself left out) ranks highest: the
+    window a person should read first.
+    """
+    e_tr, e_te = emb[train], emb[~train]
+    scores = neighbour_scores(e_te @ e_tr.T, y, k)
+    pos = np.flatnonzero(y)
+    sim = e_tr[pos] @ e_tr.T  # (n_pos, n_train)
+    sim[np.arange(len(pos)), pos] = -1.0  # not its own neighbour (-1: the least a cosine can be)
+    own = neighbour_scores(sim, y, k)
+    typical = int(np.flatnonzero(train)[pos[int(np.argmax(own))]]) if len(pos) else -1
+    return scores, typical
 
 
 class SemanticDescriber:
-    """Nearest train windows by TF-IDF of their tokens."""
+    """Nearest train windows by a sentence embedding of their text, or by TF-IDF of their tokens."""
 
     name = "semantic"
     tie_order = 2
-    summary = "nearest train windows by TF-IDF of their tokens"
+    summary = "nearest train windows by sentence embedding (semantic_backend) or TF-IDF"
     cheap = False
 
-    def prepare(self, data: PassData) -> None:
-        return None
+    def prepare(self, data: PassData) -> WindowEmbeddings | None:
+        return embeddings_state(data.cfg.semantic_backend, data.cfg.semantic_batch, data.vocab)
 
     def describe(self, sample: LatentSample, data: PassData, state: Any) -> Description:  # noqa: ANN401
         tr, win = sample.train, sample.windows
+        if isinstance(state, WindowEmbeddings):
+            emb = state.get(sample.centre, win)
+            scores, typical = embedding_fit(emb, tr, sample.label[tr], data.cfg.semantic_k)
+            like = f": {state.text(win, typical)[-160:]!r}" if typical >= 0 else ""
+            return Description(
+                test_scores=scores, readable=f"windows like this ({state.embedder.label}){like}"
+            )
         scores = semantic_scores(win[tr], sample.label[tr], win[~tr], len(data.vocab), data.cfg.semantic_k)
         return Description(test_scores=scores, readable="nearest positive windows (TF-IDF of window tokens)")
 

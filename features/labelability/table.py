@@ -49,6 +49,15 @@ class LBLTable:
     seed: int
     config: LBLConfig
     test_windows: dict[int, TestWindows] = field(default_factory=dict)
+    lbl_target: np.ndarray | None = None
+    """What was predicted per latent: "firing" or "activation" (dense latents, `[labelability] dense_target`);
+    None: "firing" for every latent."""
+
+    def targets(self) -> np.ndarray:
+        """`lbl_target` as an array of str ("firing" where not given)."""
+        if self.lbl_target is None:
+            return np.full(len(self.latents), "firing", dtype=object)
+        return np.asarray(self.lbl_target, dtype=object)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per latent; `decile_auroc` is a list column of n_deciles floats."""
@@ -63,6 +72,7 @@ class LBLTable:
                 "n_test_pos": self.n_test_pos.astype(np.int64),
                 "readable": self.readable,
                 "spearman": self.spearman,
+                "lbl_target": self.targets().astype(str),
             }
         )
 
@@ -87,6 +97,9 @@ def lbl_columns(describers: Sequence[Describer] | None = None) -> list[Column]:
                "labelability"),
         Column("spearman", "float64", "rank correlation of the winner's score with the activation on test "
                "positives", "labelability"),
+        Column("lbl_target", "str", "what LBL predicts: firing (firing vs not), activation (a dense latent: its "
+               "top activation quantiles vs its bottom ones and non-firing windows), or none (not scored)",
+               "labelability"),
     ]  # fmt: skip
 
 
@@ -112,4 +125,5 @@ def merge_tables(parts: list[LBLTable]) -> LBLTable:
         seed=parts[0].seed,
         config=parts[0].config,
         test_windows={k: v for p in parts for k, v in p.test_windows.items()},
+        lbl_target=cat([p.targets() for p in parts]),
     )

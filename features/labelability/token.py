@@ -2,7 +2,8 @@
 
 In the main pass the look-up table comes from the pass-wide firing table over every train-document token
 (`windows.token_tables`, one sparse matmul for all latents), a better estimate than the sampled windows alone; in the
-shuffled control it is fit on the sampled train windows (the pass-wide table carries the real labels). It is the
+shuffled control it is fit on the sampled train windows (the pass-wide table carries the real labels). For a dense
+latent labelled by its activation value the table counts its top-quantile firings instead. It is the
 cheap describer: its train AUROC decides whether the costly ones run (`[labelability] prune`).
 """
 
@@ -62,8 +63,9 @@ class TokenDescriber:
         cur, tr, y = sample.windows[:, -1], sample.train, sample.label
         if sample.shuffled:
             fire, count, base = fit_token_from_windows(cur[tr], y[tr], len(data.vocab))
-        else:
-            fire, count, base = sample.token_fire, data.tables.count, float(data.tables.base_rate[sample.j])
+        else:  # the positives' rate over train tokens: the firing rate, or the top quantiles' (activation target)
+            fire, count = sample.token_fire, data.tables.count
+            base = float(fire.sum() / max(count.sum(), 1))
         scores = token_scores(fire, count, base, cur, data.cfg.token_smoothing)
         return Description(
             test_scores=scores[~tr], readable=token_readable(fire, count, data.vocab), train_scores=scores[tr]

@@ -273,3 +273,75 @@ def sample_windows(
         act=np.r_[pos_a, np.zeros(n_neg)],
         is_test=index.is_test[centre],
     )
+
+
+def sample_activation_windows(
+    index: CacheIndex,
+    fire_idx: np.ndarray,
+    fire_val: np.ndarray,
+    top_tokens: np.ndarray,
+    *,
+    max_positives: int,
+    random_neg_per_pos: float,
+    hard_neg_per_pos: float,
+    width: int,
+    n_deciles: int,
+    extreme: int,
+    rng: np.random.Generator,
+) -> WindowSample:
+    """The windows of a dense latent labelled by its activation VALUE (`[labelability] dense_target = "activation"`).
+
+    Firings are ranked into `n_deciles` quantiles; positives are up to `max_positives` firings of the top `extreme`
+    quantiles, negatives up to as many firings of the bottom `extreme` quantiles plus the usual random and hard
+    non-firing negatives (per positive). The middle quantiles are left out. `decile` keeps the quantile of a
+    positive (-1 for every negative, as `TestWindows` expects); `act` is the activation (0 where not firing).
+    """
+    quantile = activation_quantiles(fire_val, n_deciles)
+    per = max(max_positives // extreme, 1)
+
+    def pick(qs: range) -> np.ndarray:
+        out = []
+        for q in qs:
+            members = np.flatnonzero(quantile == q)
+            out.append(members if len(members) <= per else rng.choice(members, per, replace=False))
+        return np.sort(np.concatenate(out))
+
+    top, low = pick(range(n_deciles - extreme, n_deciles)), pick(range(extreme))
+    n_pos = len(top)
+    rand = sample_random_negatives(index, fire_idx, int(round(random_neg_per_pos * n_pos)), rng)
+    hard = sample_hard_negatives(
+        index, fire_idx, top_tokens, int(round(hard_neg_per_pos * n_pos)), width, rand, rng
+    )
+    quiet = np.sort(np.concatenate([rand, hard]))
+    centre = np.concatenate([fire_idx[top], fire_idx[low], quiet]).astype(np.int64)
+    n_neg = len(low) + len(quiet)
+    return WindowSample(
+        centre=centre,
+        label=np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)],
+        decile=np.r_[quantile[top], np.full(n_neg, -1)].astype(np.int8),
+        act=np.r_[fire_val[top], fire_val[low], np.zeros(len(quiet))].astype(np.float64),
+        is_test=index.is_test[centre],
+    )
+
+
+def activation_quantiles(fire_val: np.ndarray, n_deciles: int) -> np.ndarray:
+    """(n,) int64 activation rank quantile 0..n_deciles-1 of each firing (rank quantiles: ties cannot empty one)."""
+    n = len(fire_val)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(fire_val, kind="stable")] = np.arange(n)
+    return (rank * n_deciles) // max(n, 1)
+
+
+def top_quantile_counts(
+    index: CacheIndex,
+    fire_idx: np.ndarray,
+    fire_val: np.ndarray,
+    n_deciles: int,
+    extreme: int,
+    vocab_size: int,
+) -> np.ndarray:
+    """(V,) int64 firings in the top `extreme` activation quantiles per token, over train documents: the token
+    table of the activation target (the counterpart of `token_column` for firing)."""
+    top = activation_quantiles(fire_val, n_deciles) >= n_deciles - extreme
+    keep = fire_idx[top & ~index.is_test[fire_idx]]
+    return np.bincount(index.tokens[keep], minlength=vocab_size).astype(np.int64)

@@ -118,10 +118,12 @@ def test_the_new_describers_are_registered_with_their_columns():
 def test_each_describer_labels_its_latent_and_no_other_beats_it(fan, latent):
     owner = OWNER[latent]
     for j in range(latent, 5 * COPIES, 5):  # every copy (each draws its own windows)
-        assert fan.best_describer[j] == owner, (j, {n: a[j] for n, a in fan.aurocs.items()})
+        # compose fits one rule over every describer's features, the owner's included: it may tie or edge past
+        # the owner by noise, and the label it gives is then the owner's feature
+        assert fan.best_describer[j] in (owner, "compose"), (j, {n: a[j] for n, a in fan.aurocs.items()})
         assert fan.labelability[j] >= 0.6
         assert fan.labelability_hi[j] >= fan.labelability[j]
-        others = [a[j] for n, a in fan.aurocs.items() if n != owner]
+        others = [a[j] for n, a in fan.aurocs.items() if n not in (owner, "compose")]
         assert max(others) < fan.aurocs[owner][j]
     frame = fan.to_frame()
     readable = frame.loc[latent, "readable"]

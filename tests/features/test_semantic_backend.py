@@ -122,7 +122,7 @@ def test_unknown_backend_is_refused_naming_the_key(bad, tmp_path):
 
 
 def test_unknown_backend_in_a_definition_is_one_line(tmp_path):
-    from conftest import error_line, run_cli
+    from tests.helpers.common import error_line, run_cli
 
     path = tmp_path / "d.toml"
     path.write_text('[labelability]\nsemantic_backend = "word2vec"\n')

@@ -10,15 +10,17 @@ generator has no model, so C7 gets this instead, a fixed, seeded function of the
 with E (vocab_size, d) a random token embedding, P (L, d) a random position embedding and W_k (d, d) random
 projections of the previous `context` tokens' embeddings (tokens before the start of the sequence count as absent,
 as they are for a model that sees one packed sequence). Every entry is N(0, 1/d), so each term has norm about 1.
-Under a linear read-out of h, planted token features (a set of current tokens) and position features are
-predictable; planted hidden-state features (a Markov chain independent of the tokens) and salted hashes of the last
-tokens (one arbitrary function among the vocab_size^3 possible ones) are not.
+C7 reads the current token exactly (a per-token look-up, as the copy's embedding layer is) and h linearly: planted
+token features (a set of current tokens) and position features are then predictable; planted hidden-state features
+(a Markov chain independent of the tokens) and salted hashes of the last tokens (one arbitrary function among the
+vocab_size^3 possible ones) are not.
 
 The width d is at least `MIN_WIDTH`, not the cache's d_model (32-64 in the benchmarks): how well a linear read-out
-recovers the current token from random embeddings is set by the width (every other token of the stream leaks about
-1/d of its probability mass into the read-out), not by the vocabulary, and real models are 384+ wide. At d = 32 a
-planted token feature's R² is 0.05-0.3, at d = 256 it is 0.4-0.8 (measured on the test suite's synthetic cache),
-while hidden-state and hash features stay at R² ~ 0 at every width.
+recovers a token from random embeddings (here the previous tokens, through the mixing term) is set by the width,
+every other token leaking about 1/d of its probability mass into the read-out, not by the vocabulary; real models
+are 384+ wide, and the synthetic counterpart should not be much weaker than theirs. Without the look-up, a planted
+token feature's R² is 0.05-0.3 at d = 32 and 0.4-0.8 at d = 256 (the test suite's synthetic cache), while
+hidden-state and hash features stay at R² ~ 0 at every width.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def random_network(
     emb = (rng.standard_normal((vocab_size, width)) * scale).astype(np.float32)  # (V, d)
     mix = (rng.standard_normal((context, width, width)) * scale).astype(np.float32)  # (c, d, d)
     pos_rng = np.random.default_rng(np.random.SeedSequence([seed, width, 1]))
-    pos = (pos_rng.standard_normal((L, width)) * scale).astype(np.float32)  # (L, d): drawn apart, so L is free
+    pos = (pos_rng.standard_normal((L, width)) * scale).astype(
+        np.float32
+    )  # (L, d): drawn apart, so L is free
     pre = np.zeros((n, L, width), dtype=np.float32)
     for k in range(1, min(context, L - 1) + 1):
         projected = emb @ mix[k - 1]  # (V, d): every token's embedding projected once, then looked up

@@ -27,6 +27,7 @@ from sae_training.config import TrainConfig
 torch.set_num_threads(1)
 
 HOOK = "blocks.3.hook_resid_post"
+RIDGE = 0.1
 TINY = TrainConfig(seeds=(0, 1), width=48, k=4, tokens=20_000, batch_size=256, lr=3e-3, downstream_seqs=0,
                    checkpoint_every=0)  # fmt: skip
 
@@ -153,7 +154,7 @@ def test_c7_on_the_synthetic_run_separates_token_features_from_hidden_ones(score
         and learned["network"].startswith("synthetic random network")
     )
     kinds, cos = _match(scored_run.run, scored_run.truth)
-    found = cos > 0.9
+    found = (cos > 0.9) & table["support_pass"].to_numpy()  # (a latent with a few dozen firings gets no R²)
     max_r2 = LearnedConfig().max_r2
     r2 = table["learned_r2"].to_numpy()
     token = found & (kinds == "token")
@@ -172,8 +173,11 @@ def real_run(small_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     from features.score import ScoreJob, score
     from sae_training.trainer import train
 
-    run = train(TINY, small_cache, tmp_path_factory.mktemp("c7real") / "run", hook=HOOK, progress=False)
-    score(ScoreJob(run=run, progress=False, control_latents=0))
+    root = tmp_path_factory.mktemp("c7real")
+    run = train(TINY, small_cache, root / "run", hook=HOOK, progress=False)
+    # a definition's [learned] settings reach C7 (a firmer ridge than the default: ~600 train tokens, 384 inputs)
+    (root / "defn.toml").write_text(f"[learned]\nridge = {RIDGE}\n")
+    score(ScoreJob(run=run, definition=root / "defn.toml", progress=False, control_latents=0))
     return run
 
 
@@ -216,8 +220,8 @@ def test_c7_runs_end_to_end_on_a_real_cache_with_the_random_init_copy(
     with ActivationCache.open(small_cache) as real:
         res = stream(real, HOOK, sae, max_tokens=None, n_null=4, null_seed=0, progress=False)
     partner = table["antipodal_partner"].to_numpy()
-    expect = learned_r2(from_cache, tokens, doc_ids, mask, res.acts_csc, LearnedConfig(), partner)
-    np.testing.assert_allclose(table["learned_r2"].to_numpy(), expect, rtol=1e-3, atol=1e-4, equal_nan=True)
+    expect = learned_r2(from_cache, tokens, doc_ids, mask, res.acts_csc, LearnedConfig(ridge=RIDGE), partner)
+    np.testing.assert_allclose(table["learned_r2"].to_numpy(), expect, rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
 def _definition(tmp_path: Path, gate: str) -> Path:

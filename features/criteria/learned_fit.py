@@ -133,20 +133,22 @@ def learned_r2(
     cfg,  # noqa: ANN001 - features.criteria.learned.LearnedConfig
     partner: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(F,) C7's R² for codes `acts` (n_seq * L, F) on the cache grid tokens / doc_ids / mask (n_seq, L), under the
+    """(F,) C7's R² for codes `acts` (n_seq * L, F) on the cache grid: tokens and mask (n_seq, L), doc_ids (n_seq, L)
+    or flat (n_seq * L,) (-1 on padding, which the network does not attend to), under the
     `[learned]` settings `cfg`. Streams the random network over chunks of whole sequences (its one forward pass)."""
     n_seq, L = tokens.shape
     if cfg.max_tokens is not None:
         n_seq = min(n_seq, -(-cfg.max_tokens // L))
     T = n_seq * L
+    docs = np.asarray(doc_ids).reshape(tokens.shape)[:n_seq]  # flat (T,) or grid (n_seq, L) in
     codes = sp.csr_matrix(acts)[:T] @ signed_targets(acts.shape[1], partner)  # (T, F)
-    held = test_documents(np.asarray(doc_ids).reshape(-1)[:T], cfg.test_fraction, cfg.seed)
+    held = test_documents(docs.reshape(-1), cfg.test_fraction, cfg.seed)
     keep = ~np.asarray(mask).reshape(-1)[:T]
     flat = np.asarray(tokens).reshape(-1)[:T]
     ids = np.zeros(T, dtype=np.int64)
     uniq, ids[keep] = np.unique(flat[keep], return_inverse=True)
     sums: dict[bool, RidgeSums] = {}
-    for a, z in _chunks(network, np.asarray(tokens)[:n_seq], np.asarray(doc_ids)[:n_seq] >= 0):
+    for a, z in _chunks(network, np.asarray(tokens)[:n_seq], docs >= 0):
         rows = np.arange(a * L, a * L + len(z))
         if not sums:
             sums = {s: RidgeSums(z.shape[1], codes.shape[1], len(uniq)) for s in (False, True)}

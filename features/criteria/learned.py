@@ -19,7 +19,8 @@ benchmarks/RESULTS.md): a ridge on z alone credits the random copy with too litt
 single out a token of frequency 0.2% among 30k others plus 128 random position vectors. But the copy's first layer
 *is* a look-up of the token, so the token is read exactly (M) and the ridge reads what the copy adds: position,
 neighbouring tokens, random mixing. A latent firing on a context-dependent quarter of a token's occurrences keeps
-R² ≈ 0.25 and stays learned; a pure token or position latent is not.
+R² ≈ 0.25 and stays learned; a pure token or position latent is not. The default `max_r2` of 0.3 sits below the
+dense position latents of the default (R² 0.43-0.63, the ones issue 11 found flagged) with a margin.
 
 Why not matching against an SAE trained on the copy: that needs a cache and an SAE of the copy (the cost of
 `--control`), and asks whether one particular, itself seed-unstable, SAE happened to isolate the feature; the
@@ -61,8 +62,10 @@ class LearnedConfig(Settings):
     """Whether C7 gates well_defined. auto: wherever a random network is available (the cache's model can be
     loaded, or the cache is synthetic), else C7 is recorded as not applicable; always: a cache without one is an
     error; never: C7 is computed where it can be, as a tag."""
-    max_r2: float = number(0.5, 0.0, 1.0, lo_open=True)
-    """A latent is learned when the random copy's held-out R² is below this."""
+    max_r2: float = number(0.3, 0.0, 1.0, lo_open=True)
+    """A latent is learned when the random copy's held-out R² is below this. Measured on the embedded default
+    (block 3): single-token latents reach 0.8-0.99, dense position latents 0.43-0.63; synthetic hidden-state and
+    hash features stay below 0.05."""
     ridge: float = number(1e-3, 0.0)
     """Ridge penalty, relative to each input feature's variance (so it does not depend on the activations' scale)."""
     test_fraction: float = number(0.3, 0.0, 1.0, lo_open=True, hi_open=True)

@@ -205,4 +205,5 @@ def criteria_context(res: Any, inputs: Inputs) -> Context:  # noqa: ANN401 - res
         function=res.function,
         hook=inputs.hook,
         load_model=model_loader(inputs.cache_path),
+        cache_path=inputs.cache_path,
     )

@@ -25,6 +25,7 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         f"  well defined        {summary['well_defined']}  (passes: "
         + ", ".join(f"{k.removesuffix('_pass')} {v}" for k, v in summary["passes"].items())
         + ")",
+        *learned_lines(summary.get("learned")),
         f"  flagged             {summary['flagged']}  (best describer of the flagged: {fby})",
         f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
         f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}"
@@ -41,6 +42,19 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         lines.append(f"  shuffled control    mean LBL {ctl:.3f}")
     lines.append(f"store written: {where}")
     return "\n".join(lines) + "\n"
+
+
+def learned_lines(learned: dict[str, Any] | None) -> list[str]:
+    """C7's line of the summary: how many latents are learned, or why C7 does not apply (and so does not gate)."""
+    if not learned:
+        return []
+    if not learned["applicable"]:
+        return [f"  learned (C7)        not applicable: {learned['why_not']} (does not gate well_defined)"]
+    gate = "gates well_defined" if learned["gates"] else "a tag: does not gate"
+    return [
+        f"  learned (C7)        {learned['n_learned']} of {learned['n_judged']} judged  (R² from "
+        f"{learned['network']} < {learned['max_r2']}; {gate})"
+    ]
 
 
 def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,9 @@ class Context:
     """(F,) antipodal partner of each latent or -1 (from C1; None before it ran)."""
     results: dict[str, Any] = field(default_factory=dict)
     """Typed results of the criteria that already ran, by name."""
+    cache_path: Path | None = None
+    """The cache scored, for criteria that need more of it than the pass's arrays (its metadata: C7's random network
+    of the model it came from); None when the scorer has no file (tests on arrays)."""
 
     @property
     def n_latents(self) -> int:

@@ -298,8 +298,8 @@ def test_flag_truth_table():
         [False, True], [False, True], [False, True], [False, True], [0.3, 0.4, np.nan], [0.45, 0.5], [49, 50]
     ):
         rows.append(
-            dict(support_pass=c1, stability_pass=c2, function_pass=c3, mdl_pass=c4, labelability=lbl,
-                 labelability_hi=hi, n_test_pos=npos, firing_count=1, best_describer="token")
+            dict(support_pass=c1, stability_pass=c2, function_pass=c3, mdl_pass=c4, learned_pass=True,
+                 labelability=lbl, labelability_hi=hi, n_test_pos=npos, firing_count=1, best_describer="token")
         )  # fmt: skip
     out = apply_flags(pd.DataFrame(rows), cfg)
     for r in out.itertuples():
@@ -358,7 +358,7 @@ def test_criteria_compose_into_well_defined_on_a_planted_sae():
     stab = stability(enc, dec, others, StabilityConfig(), pairs.partner)
     table = pd.DataFrame(
         dict(support_pass=sup.passes, stability_pass=stab.passes, function_pass=fun.passes, mdl_pass=md.passes,
-             labelability=np.full(f, 0.1), labelability_hi=np.full(f, 0.2), n_test_pos=np.full(f, 60),
+             learned_pass=np.ones(f, bool), labelability=np.full(f, 0.1), labelability_hi=np.full(f, 0.2), n_test_pos=np.full(f, 60),
              firing_count=sup.firing_count)
     )  # fmt: skip
     out = apply_flags(table, FlagConfig())

@@ -1,4 +1,4 @@
-"""The criteria registry: C1-C6 declared once, and a new criterion (a toy C7 registered here) reaches the definition
+"""The criteria registry: C1-C6 declared once, and a new criterion (a toy C8 registered here) reaches the definition
 file, its validation, the store's schema and STORE.md's table, the viewer's verdict table, `well_defined` and the
 scorer's loop without any other file changing."""
 
@@ -32,7 +32,7 @@ torch.set_num_threads(1)
 
 @dataclass(frozen=True)
 class ShareConfig(Settings):
-    """C7 share (a test criterion): the latent's firing tokens are a large enough share of all firings."""
+    """C8 share (a test criterion): the latent's firing tokens are a large enough share of all firings."""
 
     min_share: float = number(0.1, 0.0, 1.0, lo_open=True)
     """Least share of all firing tokens."""
@@ -46,8 +46,8 @@ def _share(ctx: Context, cfg: ShareConfig) -> Outcome:
     )
 
 
-C7 = Criterion(
-    number=7,
+C8 = Criterion(
+    number=8,
     name="share",
     title="share",
     config=ShareConfig,
@@ -55,8 +55,8 @@ C7 = Criterion(
     passes="share_pass",
     needs=("support",),
     columns=(
-        Column("share", "float64", "C7: share of all firing tokens", "criterion:share"),
-        Column("share_pass", "bool", "C7", "criterion:share"),
+        Column("share", "float64", "C8: share of all firing tokens", "criterion:share"),
+        Column("share_pass", "bool", "C8", "criterion:share"),
     ),
     verdicts=(VerdictRow("share of firings", "share", "≥", setting="min_share", verdict="share_pass"),),
     compute=_share,
@@ -64,25 +64,25 @@ C7 = Criterion(
 
 
 @pytest.fixture
-def c7():
-    register(C7)
-    yield C7
-    unregister(C7.name)
+def c8():
+    register(C8)
+    yield C8
+    unregister(C8.name)
 
 
 def test_builtin_criteria_in_order():
     names = [(c.number, c.name, c.gates) for c in criteria()]
     assert names == [(1, "support", True), (2, "stability", True), (3, "function", True), (4, "mdl", True),
-                     (5, "atomicity", False), (6, "geometry", False)]  # fmt: skip
+                     (5, "atomicity", False), (6, "geometry", False), (7, "learned", True)]  # fmt: skip
     assert list(Definition().sections) == [n for _, n, _ in names] + ["labelability", "flag"]
 
 
-def test_a_registered_criterion_joins_the_definition_file(c7, tmp_path: Path):
+def test_a_registered_criterion_joins_the_definition_file(c8, tmp_path: Path):
     defn = Definition()
-    assert defn.share == ShareConfig() and list(defn.sections)[6] == "share"
+    assert defn.share == ShareConfig() and list(defn.sections)[7] == "share"
     text = definition_to_toml(defn)
     assert (
-        "[share]\n# C7 share (a test criterion)" in text
+        "[share]\n# C8 share (a test criterion)" in text
         and "# Least share of all firing tokens.\nmin_share = 0.1" in text
     )
     assert tomllib.loads(text)["share"] == {"min_share": 0.1}
@@ -92,24 +92,24 @@ def test_a_registered_criterion_joins_the_definition_file(c7, tmp_path: Path):
     path.write_text("[share]\nmin_share = 2.0\n")
     with pytest.raises(UserError, match=r"d.toml: \[share\] min_share = 2.0 is out of range \(0, 1\]"):
         load_definition(path)
-    unregister(C7.name)
-    with pytest.raises(UserError, match="unknown key 'share'"):  # without C7 the section is unknown again
+    unregister(C8.name)
+    with pytest.raises(UserError, match="unknown key 'share'"):  # without C8 the section is unknown again
         load_definition(path)
 
 
-def test_a_registered_criterion_joins_the_schema_and_store_md(c7, tmp_path: Path):
+def test_a_registered_criterion_joins_the_schema_and_store_md(c8, tmp_path: Path):
     names = [c.name for c in table_columns()]
-    assert names.index("share") == names.index("mdl_pass") + 1  # gating criteria come before labelability
+    assert names.index("share") == names.index("learned_pass") + 1  # gating criteria come before labelability
     assert names.index("share_pass") < names.index("labelability")
-    assert "| share_pass | bool | C7 | criterion:share |" in column_table_md()
-    # the demo builder writes every schema column through the one writer, so C7's columns are in its store too
+    assert "| share_pass | bool | C8 | criterion:share |" in column_table_md()
+    # the demo builder writes every schema column through the one writer, so C8's columns are in its store too
     build_random_store(tmp_path, 8)
     assert {"share", "share_pass"} <= set(FeatureStore.open(tmp_path).table.columns)
 
 
-def test_a_registered_criterion_gates_well_defined_and_has_its_verdict_row(c7):
+def test_a_registered_criterion_gates_well_defined_and_has_its_verdict_row(c8):
     row = {"support_pass": True, "stability_pass": True, "function_pass": True, "mdl_pass": True,
-           "labelability": 0.1, "labelability_hi": 0.2, "n_test_pos": 100}  # fmt: skip
+           "learned_pass": True, "labelability": 0.1, "labelability_hi": 0.2, "n_test_pos": 100}  # fmt: skip
     table = pd.DataFrame(
         [{**row, "share": 0.5, "share_pass": True}, {**row, "share": 0.05, "share_pass": False}]
     )
@@ -118,8 +118,8 @@ def test_a_registered_criterion_gates_well_defined_and_has_its_verdict_row(c7):
     with pytest.raises(KeyError, match="share_pass"):
         apply_flags(pd.DataFrame([row]), FlagConfig())
     rows = verdict_table(table.iloc[1], Definition())
-    share = [r for r in rows if r[0] == "C7 share"]
-    assert share == [("C7 share", "share of firings", 0.05, "≥", 0.1, "fail")]
+    share = [r for r in rows if r[0] == "C8 share"]
+    assert share == [("C8 share", "share of firings", 0.05, "≥", 0.1, "fail")]
     assert [r[0] for r in rows][-3:] == ["flag"] * 3
 
 
@@ -139,11 +139,11 @@ def _context(rng: np.random.Generator, n_seq: int = 20, L: int = 16, F: int = 8,
     )  # fmt: skip
 
 
-def test_scoring_runs_every_criterion_in_order_with_c7(c7):
+def test_scoring_runs_every_criterion_in_order_with_c8(c8):
     ctx = _context(np.random.default_rng(0))
     defn = Definition(support=SupportConfig(min_firing_tokens=1, min_documents=1))
     res = run_criteria(ctx, defn, Timer())
-    assert list(res.outcomes) == ["support", "stability", "function", "mdl", "atomicity", "geometry", "share"]
+    assert list(res.outcomes) == ["support", "stability", "function", "mdl", "atomicity", "geometry", "learned", "share"]
     count = res.column("firing_count")
     np.testing.assert_allclose(res.column("share"), count / count.sum())
     assert res.merged("summary")["max_share"] == pytest.approx((count / count.sum()).max())
@@ -154,7 +154,7 @@ def test_scoring_runs_every_criterion_in_order_with_c7(c7):
 
 def test_a_criterion_returning_undeclared_columns_is_refused():
     bad = Criterion(
-        number=8, name="bad", title="bad", config=ShareConfig, gates=False,
+        number=9, name="bad", title="bad", config=ShareConfig, gates=False,
         columns=(Column("bad_value", "float64", "x", "criterion:bad"),),
         compute=lambda ctx, cfg: Outcome({"other": np.zeros(ctx.n_latents)}, None),
     )  # fmt: skip

@@ -137,7 +137,7 @@ def learned_r2(
     or flat (n_seq * L,) (-1 on padding, which the network does not attend to), under the
     `[learned]` settings `cfg`. Streams the random network over chunks of whole sequences (its one forward pass)."""
     n_seq, L = tokens.shape
-    if cfg.max_tokens is not None:
+    if cfg.max_tokens:
         n_seq = min(n_seq, -(-cfg.max_tokens // L))
     T = n_seq * L
     docs = np.asarray(doc_ids).reshape(tokens.shape)[:n_seq]  # flat (T,) or grid (n_seq, L) in

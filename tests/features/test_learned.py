@@ -15,14 +15,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import error_line, run_cli
-from scored_run import scored_run  # noqa: F401 - the session fixture
 
 from activations.cache import ActivationCache
 from activations.synth_random import random_network
 from features.criteria.learned import LearnedConfig
 from features.criteria.learned_fit import RidgeSums, learned_r2, ridge_r2, signed_targets
 from sae_training.config import TrainConfig
+from tests.helpers.common import error_line, run_cli
 
 torch.set_num_threads(1)
 

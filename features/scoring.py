@@ -25,7 +25,8 @@ from features.flags import summarize
 from features.labelability import LBLConfig, LBLTable, run_lbl, shuffled_control
 from features.store.writer import ExamplesAttrs, StoreContent
 
-NOT_SCORED = {"best_describer": "none", "readable": "not scored (fails C1 support)", "n_test_pos": 0}
+NOT_SCORED = {"best_describer": "none", "readable": "not scored (fails C1 support)", "n_test_pos": 0,
+              "conditional_describer": "none", "anchor_tokens": "–", "n_cond_test_pos": 0}
 """LBL values of latents LBL did not score."""
 
 
@@ -120,6 +121,9 @@ def run_labelability(res: Any, crit: CriteriaResults, defn: Definition, settings
     lf["best_describer"] = lf["best_describer"].fillna(NOT_SCORED["best_describer"])
     lf["readable"] = lf["readable"].fillna(NOT_SCORED["readable"])
     lf["n_test_pos"] = lf["n_test_pos"].fillna(NOT_SCORED["n_test_pos"]).astype(np.int64)
+    for name in ("conditional_describer", "anchor_tokens"):
+        lf[name] = lf[name].fillna(NOT_SCORED[name])
+    lf["n_cond_test_pos"] = lf["n_cond_test_pos"].fillna(NOT_SCORED["n_cond_test_pos"]).astype(np.int64)
     return LBLResults(lbl, lf.reset_index(drop=True), control)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.columns import Column
+from features.labelability import conditional
 from features.labelability.config import LBLConfig
 from features.labelability.registry import Describer, registered_describers
 
@@ -49,6 +50,8 @@ class LBLTable:
     seed: int
     config: LBLConfig
     test_windows: dict[int, TestWindows] = field(default_factory=dict)
+    conditional: dict[str, np.ndarray] = field(default_factory=dict)
+    """Conditional labelability's columns by name (`conditional.COLUMNS`), aligned with `latents`."""
 
     def to_frame(self) -> pd.DataFrame:
         """One row per latent; `decile_auroc` is a list column of n_deciles floats."""
@@ -63,6 +66,7 @@ class LBLTable:
                 "n_test_pos": self.n_test_pos.astype(np.int64),
                 "readable": self.readable,
                 "spearman": self.spearman,
+                **self.conditional,
             }
         )
 
@@ -87,6 +91,7 @@ def lbl_columns(describers: Sequence[Describer] | None = None) -> list[Column]:
                "labelability"),
         Column("spearman", "float64", "rank correlation of the winner's score with the activation on test "
                "positives", "labelability"),
+        *conditional.COLUMNS,
     ]  # fmt: skip
 
 
@@ -112,4 +117,5 @@ def merge_tables(parts: list[LBLTable]) -> LBLTable:
         seed=parts[0].seed,
         config=parts[0].config,
         test_windows={k: v for p in parts for k, v in p.test_windows.items()},
+        conditional={name: cat([p.conditional[name] for p in parts]) for name in parts[0].conditional},
     )

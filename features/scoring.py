@@ -162,6 +162,7 @@ def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, i
         "flagged": fs.flagged,
         "passes": fs.passes,
         "flagged_by_describer": fs.flagged_by_describer,
+        "token_anchored": fs.token_anchored,
         "best_describer": {
             str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()
         },

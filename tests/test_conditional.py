@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -145,3 +146,28 @@ def test_index_lists_occurrences_for_centre_sampling(data):
     index = build_index(tokens, doc_ids, mask, V, seed=1)
     occ = index.token_order[index.token_start[ANCHOR] : index.token_start[ANCHOR + 1]]
     assert (index.tokens[occ] == ANCHOR).all() and len(occ) == ((tokens == ANCHOR) & ~mask).sum()
+
+
+def test_token_anchored_rule_needs_every_condition():
+    from features.flags import FlagConfig, apply_flags, summarize
+
+    cfg = FlagConfig()
+    ok = dict(support_pass=True, stability_pass=True, function_pass=True, mdl_pass=True, labelability=0.7,
+              labelability_hi=0.8, n_test_pos=150, firing_count=300, best_describer="token", lbl_conditional=0.1,
+              lbl_conditional_hi=0.3, n_cond_test_pos=120, anchor_fraction=0.3, anchor_coverage=0.9)  # fmt: skip
+    spoil = [("support_pass", False), ("labelability", 0.39), ("anchor_coverage", 0.49), ("anchor_fraction", 0.5),
+             ("lbl_conditional", 0.4), ("lbl_conditional", np.nan), ("lbl_conditional_hi", 0.5),
+             ("n_cond_test_pos", 49)]  # fmt: skip
+    rows = [ok] + [{**ok, k: v} for k, v in spoil]
+    out = apply_flags(pd.DataFrame(rows), cfg)
+    assert out["token_anchored"].tolist() == [True] + [False] * (len(rows) - 1)
+    assert not (out["token_anchored"] & out["flag"]).any()  # LBL >= max_lbl: never both
+    assert summarize(out).token_anchored == 1
+    # without the conditional columns (a table scored before them) nothing is token-anchored; with some but
+    # not all of them the table is refused
+    bare = pd.DataFrame([{k: v for k, v in ok.items() if k not in ("lbl_conditional", "lbl_conditional_hi",
+                                                                  "n_cond_test_pos", "anchor_fraction",
+                                                                  "anchor_coverage")}])  # fmt: skip
+    assert not apply_flags(bare, cfg)["token_anchored"].any()
+    with pytest.raises(KeyError, match="anchor_coverage"):
+        apply_flags(pd.DataFrame([{k: v for k, v in ok.items() if k != "anchor_coverage"}]), cfg)

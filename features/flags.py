@@ -55,7 +55,13 @@ class FlagConfig(Settings):
 LBL_COLUMNS = ("labelability", "labelability_hi", "n_test_pos")
 """The labelability columns the flag reads."""
 
-ANCHORED_COLUMNS = ("lbl_conditional", "lbl_conditional_hi", "n_cond_test_pos", "anchor_fraction", "anchor_coverage")
+ANCHORED_COLUMNS = (
+    "lbl_conditional",
+    "lbl_conditional_hi",
+    "n_cond_test_pos",
+    "anchor_fraction",
+    "anchor_coverage",
+)
 """The conditional-labelability columns `token_anchored` reads."""
 
 COLUMNS = (
@@ -74,10 +80,14 @@ VERDICTS = (
 
 ANCHORED_VERDICTS = (
     VerdictRow("labelability (LBL)", "labelability", "≥", setting="max_lbl"),
-    VerdictRow("share of firings on the anchor tokens", "anchor_coverage", "≥", setting="anchor_min_coverage"),
+    VerdictRow(
+        "share of firings on the anchor tokens", "anchor_coverage", "≥", setting="anchor_min_coverage"
+    ),
     VerdictRow("share of anchor occurrences firing", "anchor_fraction", "<", setting="anchor_max_fraction"),
     VerdictRow("conditional LBL", "lbl_conditional", "<", setting="max_lbl_conditional"),
-    VerdictRow("conditional LBL bootstrap upper bound", "lbl_conditional_hi", "<", setting="max_lbl_conditional_hi"),
+    VerdictRow(
+        "conditional LBL bootstrap upper bound", "lbl_conditional_hi", "<", setting="max_lbl_conditional_hi"
+    ),
     VerdictRow("held-out positives on anchor tokens", "n_cond_test_pos", "≥", setting="min_test_pos"),
 )
 """The token-anchored flag's rows (`anchored_verdicts`; well defined is the flag's first condition too)."""
@@ -149,7 +159,9 @@ def apply_flags(table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig)
         df["n_test_pos"].to_numpy(),
         cfg,
     )
-    df["token_anchored"] = token_anchored(df["well_defined"], df, cfg) if anchored else np.zeros(len(df), bool)
+    df["token_anchored"] = (
+        token_anchored(df["well_defined"], df, cfg) if anchored else np.zeros(len(df), bool)
+    )
     return df
 
 

@@ -150,12 +150,16 @@ def conditional_row(
     return row
 
 
-def _bootstrap_weights(y: np.ndarray, doc: np.ndarray, cfg: LBLConfig, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap_weights(
+    y: np.ndarray, doc: np.ndarray, cfg: LBLConfig, rng: np.random.Generator
+) -> np.ndarray:
     """(B, n) resample counts: whole documents (`bootstrap_by_document`), else windows stratified by class."""
     if cfg.bootstrap_by_document:
         _, doc_of = np.unique(doc, return_inverse=True)
         n_docs = int(doc_of.max()) + 1
-        return rng.multinomial(n_docs, np.full(n_docs, 1 / n_docs), size=cfg.bootstrap)[:, doc_of].astype(float)
+        return rng.multinomial(n_docs, np.full(n_docs, 1 / n_docs), size=cfg.bootstrap)[:, doc_of].astype(
+            float
+        )
     w = np.zeros((cfg.bootstrap, len(y)))
     for cls in (y, ~y):
         idx = np.flatnonzero(cls)

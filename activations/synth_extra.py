@@ -66,11 +66,19 @@ def edit_stream(
         tokens[at] = rng.choice(words, size=len(at))
         topic_docs.append(docs)
         topic_words.append([int(w) for w in words])
-    anchored = [pick_tokens(probs, free, cfg.anchored_token_freq, 1, 1)[0] for _ in range(cfg.n_anchored)]
+    # anchor tokens may be a token or circle feature's too (a token carries several features; the frequent ones
+    # are all taken), but not a topic word nor another anchor
+    anchorable = (probs > 0) & ~np.isin(np.arange(len(probs)), [w for ws in topic_words for w in ws])
+    anchored = [
+        pick_tokens(probs, anchorable, cfg.anchored_token_freq, 1, 1)[0] for _ in range(cfg.n_anchored)
+    ]
+    free[anchored] = False
     rule = []
     for _ in range(cfg.n_rule):
-        tok = pick_tokens(probs, free, cfg.anchored_token_freq, 1, 1)[0]
-        prev = pick_tokens(probs, free, RULE_PREV_FREQ, 1, 1)[0]
+        tok = pick_tokens(probs, anchorable, cfg.anchored_token_freq, 1, 1)[0]
+        free[tok] = False
+        prev = pick_tokens(probs, free, RULE_PREV_FREQ, 1, 1)[0]  # rare and no other feature's token
+        anchorable[prev] = False
         # the previous token must be in the same document and the same cache sequence (what the window shows)
         body = cfg.context_size - 1
         at = np.flatnonzero((tokens == tok) & (stream.positions >= 1) & (np.arange(len(tokens)) % body >= 1))

@@ -33,8 +33,11 @@ SYNTH = SynthConfig(
     freq_max=0.15,
     freq_min=0.03,
     seed=0,
+    document_fraction=0.15,
 )
-"""Planted L0 about 3: 16 token, 14 hash, 14 hidden features and a dense pair in 32 dimensions, 51k tokens."""
+"""Planted L0 about 3: 16 token, 14 hash, 14 hidden features, a dense pair, and one each of the position, document,
+token-anchored and rule-decided kinds in 32 dimensions, 51k tokens (a document feature in 15% of the documents, so
+it reaches C1's 20 documents)."""
 
 TRAIN = TrainConfig(
     seeds=(0, 1, 2),

@@ -134,7 +134,10 @@ def test_find_anchors_covers_the_firings():
     count = np.array([10, 100, 30, 150, 5, 7])
     vocab = [f"t{i}" for i in range(6)]
     a = find_anchors(fire, count, vocab, coverage=0.8, max_tokens=5)
-    assert a.tokens.tolist() == [1, 2] and a.coverage == 0.8 and a.fraction == pytest.approx(80 / 130)
+    assert a.tokens.tolist() == [1, 2] and a.coverage == 0.8 and a.neg_ratio == pytest.approx(50 / 80)
+    assert a.fraction == pytest.approx(
+        (50 * 50 / 100 + 30 * 30 / 30) / 80
+    )  # each anchor's rate, by its firings
     assert a.readable == "'t1' 50/100, 't2' 30/30"
     assert find_anchors(fire, count, vocab, 0.99, 2).tokens.tolist() == [1, 2]  # capped
     assert find_anchors(fire, count, vocab, 0.5, 5).tokens.tolist() == [1]

@@ -166,7 +166,7 @@ def test_position_document_anchored_and_rule_features(small: Path) -> None:
     taken = {t for k in (TOKEN, CIRCLE) for i in truth.indices_of(k) for t in truth.features[i]["token_set"]}
     (j,) = truth.indices_of(ANCHORED)
     (x,) = truth.features[j]["token_set"]
-    assert x not in taken and fires(j).sum() >= 100 and (tok[fires(j)] == x).all()
+    assert fires(j).sum() >= 100 and (tok[fires(j)] == x).all()
     share = fires(j).sum() / (keep & (tok == x)).sum()
     assert 0.15 < share < 0.5  # the hidden state is on about anchored_on of the time
     (j,) = truth.indices_of(RULE)
@@ -176,7 +176,9 @@ def test_position_document_anchored_and_rule_features(small: Path) -> None:
     np.testing.assert_array_equal(
         fires(j), keep & (tok == x) & (prev == truth.features[j]["previous"]) & same_doc
     )
-    assert x not in taken and 0.3 < fires(j).sum() / (keep & (tok == x)).sum() < 0.5
+    assert (
+        truth.features[j]["previous"] not in taken and 0.3 < fires(j).sum() / (keep & (tok == x)).sum() < 0.5
+    )
 
 
 def test_without_the_later_kinds_the_first_kinds_are_as_before(tmp_path: Path) -> None:

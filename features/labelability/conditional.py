@@ -17,8 +17,13 @@ that the current token is one of the latent's **anchor tokens** (its top firing 
   describer ran (none pruned: "resists every describer" needs all of them) and there are at least `min_test_pos`
   anchored test positives and negatives, NaN otherwise. `lbl_conditional_hi` is the upper end of the same bootstrap
   as `labelability_hi` (test documents, or windows by class), the max over describers in every resample.
-- `anchor_fraction` is the share of the anchor tokens' occurrences (train documents) on which the latent fires, and
-  `anchor_coverage` the share of its firings (train documents) that fall on them.
+- `anchor_fraction` is the share of its anchor tokens' occurrences on which the latent fires, averaged over its
+  firings (each anchor's firing rate weighted by its firings, train documents): "a typical firing is on a token
+  that fires on this share of its occurrences", so an anchor it fires on only incidentally does not dilute it.
+  `anchor_coverage` is the share of its firings (train documents) that fall on the anchors.
+- The centre hard negatives are at most the anchors' own ratio of non-firing to firing occurrences per positive
+  (capped by `centre_neg_per_pos`): a latent that fires on 90% of a token's occurrences has few of them, and the
+  token describer keeps most of its AUROC; one that fires on a third of them gets the full `centre_neg_per_pos`.
 
 The flag of its own kind that reads these columns (`token_anchored`) lives in `features.flags`.
 """
@@ -46,8 +51,8 @@ COLUMNS = (
     Column("n_cond_test_pos", "int64", "held-out positive windows centred on an anchor token", _OWNER),
     Column("anchor_tokens", "str", "the anchor tokens: top firing tokens covering anchor_coverage of the firings, "
            "each with fired / occurrences in train documents", _OWNER),
-    Column("anchor_fraction", "float64", "share of the anchor tokens' occurrences (train documents) on which the "
-           "latent fires", _OWNER),
+    Column("anchor_fraction", "float64", "share of its anchor tokens' occurrences on which the latent fires, "
+           "each anchor's share weighted by its firings (train documents)", _OWNER),
     Column("anchor_coverage", "float64", "share of the latent's firings (train documents) on its anchor tokens",
            _OWNER),
 )  # fmt: skip
@@ -62,7 +67,9 @@ class Anchors:
     tokens: np.ndarray
     """(k,) int64 token ids, most firings first."""
     fraction: float
-    """Share of the anchors' occurrences on which the latent fires (NaN without anchors)."""
+    """Firing-weighted mean over the anchors of the share of their occurrences that fire (NaN without anchors)."""
+    neg_ratio: float
+    """Non-firing per firing occurrence of the anchors (0 without anchors): the most centre negatives per positive."""
     coverage: float
     """Share of the latent's firings that fall on the anchors (NaN without anchors)."""
     readable: str
@@ -75,14 +82,17 @@ def find_anchors(
     at most `max_tokens`; `fire_tok` and `count` are the (V,) train-document firing and occurrence counts."""
     total = int(fire_tok.sum())
     if total == 0:
-        return Anchors(np.empty(0, np.int64), np.nan, np.nan, "no firing token in train documents")
+        return Anchors(np.empty(0, np.int64), np.nan, 0.0, np.nan, "no firing token in train documents")
     order = np.argsort(-fire_tok, kind="stable")[:max_tokens]
     order = order[fire_tok[order] > 0]
     k = min(int(np.searchsorted(np.cumsum(fire_tok[order]) / total, coverage - 1e-12)) + 1, len(order))
     tokens = order[:k].astype(np.int64)
-    fired, seen = int(fire_tok[tokens].sum()), int(count[tokens].sum())
+    fire, seen = fire_tok[tokens].astype(np.float64), count[tokens].astype(np.float64)
+    fraction = float((fire * fire / np.maximum(seen, 1)).sum() / fire.sum())
     readable = ", ".join(f"{vocab[t]!r} {fire_tok[t]}/{count[t]}" for t in tokens)
-    return Anchors(tokens, fired / max(seen, 1), fired / total, readable)
+    return Anchors(
+        tokens, fraction, float((seen.sum() - fire.sum()) / fire.sum()), fire.sum() / total, readable
+    )
 
 
 def stratified_auroc(

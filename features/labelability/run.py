@@ -204,7 +204,7 @@ def _score_latent(
         n_deciles=cfg.n_deciles,
         rng=rng,
         anchors=anchors.tokens,
-        centre_neg_per_pos=cfg.centre_neg_per_pos,
+        centre_neg_per_pos=min(cfg.centre_neg_per_pos, anchors.neg_ratio),
     )
     label, decile, act = s.label, s.decile, s.act
     if shuffle:

@@ -28,11 +28,11 @@ and `<path>.truth.json` (kinds, names, frequencies, support, the config, the for
 - NOISE: the Gaussian noise added to every token; a constant of the config, not a column of the truth.
 
 The four kinds after CIRCLE come from a generator of their own and their columns come last, so with their counts at
-0 a cache is byte-identical to one of the generator before them; POSITION and ANCHORED change no other feature (an
-anchored feature's token may be a token feature's too: a token carries several features), while DOCUMENT and RULE
-edit the token stream before the other features are planted (their topic words and previous tokens are ids no token
-or circle feature uses): those keep their token sets, directions, scales and frequencies,
-but fire on the edited stream, and the hash salts and hidden-state runs are other draws.
+0 a cache is byte-identical to one of the generator before them. POSITION changes no other feature; DOCUMENT,
+ANCHORED and RULE edit the token stream before the other features are planted (topic words, an anchor token brought
+up to its frequency, a rule's previous token; all ids no token or circle feature uses): the other features keep
+their token sets, directions, scales and frequencies, but fire on the edited stream, and the hash salts and
+hidden-state runs are other draws.
 
 Truth file layout (format "xenofeat.synthetic-truth" 1.0). `<path>.truth.safetensors`: `directions` (F, d) float32
 unit rows; `act_indptr` (n_seq * L + 1,) int64, `act_indices` (nnz,) int32 and `act_values` (nnz,) float32, the CSR
@@ -174,9 +174,9 @@ class SynthConfig(Settings):
     """Share of the time an anchored feature's hidden state is on (its share of the token's occurrences)."""
     anchored_run_length: float = number(30.0, 1.0)
     """Mean length, in tokens, of the runs of an anchored feature's on state."""
-    anchored_token_freq: float = number(0.05, 0.0, 0.5, lo_open=True)
-    """Target probability of the token an anchored or rule feature is anchored on (the closest token is taken,
-    whether or not a token feature fires on it too)."""
+    anchored_token_freq: float = number(0.04, 0.0, 0.5, lo_open=True)
+    """Share of the stream that is the token an anchored or rule feature is anchored on (a token no other feature
+    uses, brought up to this share by replacing tokens at random)."""
     n_rule: int = integer(1, 0)
     """Rule-decided anchored features: on one token only right after a given previous token."""
     rule_share: float = number(0.4, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -195,7 +195,7 @@ class SynthConfig(Settings):
         if self.d_model < 2 and self.n_circle > 0:
             raise SettingError("d_model", self.d_model, "must be >= 2 for a circle")
         needed = self.n_token * self.token_set_max + self.n_circle * self.circle_points
-        needed += self.n_document * self.document_words + self.n_rule
+        needed += self.n_document * self.document_words + self.n_anchored + 2 * self.n_rule
         if self.vocab_size - 2 < needed:
             raise SettingError(
                 "vocab_size",

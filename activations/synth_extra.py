@@ -4,8 +4,9 @@ Pure functions of a `SynthConfig`, the stream and a generator of their own (the 
 the first kinds (`synth_plant.plant_features`) draw exactly what they drew before these kinds existed. In order:
 1. `edit_stream` picks the tokens these kinds use among those the token and circle features leave (known before
    they are planted from a copy of their generator, `synth_plant.choose`), then edits the stream: topic words into
-   the topic documents of each document feature, and a rule feature's previous token before a share of its token's
-   occurrences. Without document and rule features the stream is untouched.
+   the topic documents of each document feature, an anchored or rule feature's token brought up to
+   `anchored_token_freq`, and a rule feature's previous token before a share of its token's occurrences. Without
+   document, anchored and rule features the stream is untouched.
 2. `plant_extra` plants the four kinds on the edited stream (after the first kinds were planted on the same
    stream), their columns after the first kinds': position, document, anchored, rule.
 """
@@ -66,27 +67,34 @@ def edit_stream(
         tokens[at] = rng.choice(words, size=len(at))
         topic_docs.append(docs)
         topic_words.append([int(w) for w in words])
-    # anchor tokens may be a token or circle feature's too (a token carries several features; the frequent ones
-    # are all taken), but not a topic word nor another anchor
-    anchorable = (probs > 0) & ~np.isin(np.arange(len(probs)), [w for ws in topic_words for w in ws])
-    anchored = [
-        pick_tokens(probs, anchorable, cfg.anchored_token_freq, 1, 1)[0] for _ in range(cfg.n_anchored)
-    ]
-    free[anchored] = False
+    # an anchor token is no other feature's (a shared token invites absorption: one SAE latent for both), so the
+    # frequent ones are taken; it is brought up to `anchored_token_freq` by replacing tokens at random
+    anchored = []
+    for _ in range(cfg.n_anchored):
+        anchored.append(pick_tokens(probs, free, cfg.anchored_token_freq, 1, 1)[0])
+        _top_up(tokens, anchored[-1], cfg.anchored_token_freq, rng)
     rule = []
     for _ in range(cfg.n_rule):
-        tok = pick_tokens(probs, anchorable, cfg.anchored_token_freq, 1, 1)[0]
-        free[tok] = False
-        prev = pick_tokens(probs, free, RULE_PREV_FREQ, 1, 1)[0]  # rare and no other feature's token
-        anchorable[prev] = False
+        tok = pick_tokens(probs, free, cfg.anchored_token_freq, 1, 1)[0]
+        _top_up(tokens, tok, cfg.anchored_token_freq, rng)
+        prev = pick_tokens(probs, free, RULE_PREV_FREQ, 1, 1)[0]  # rare, and no other feature's token
         # the previous token must be in the same document and the same cache sequence (what the window shows)
         body = cfg.context_size - 1
         at = np.flatnonzero((tokens == tok) & (stream.positions >= 1) & (np.arange(len(tokens)) % body >= 1))
         at = at[rng.random(len(at)) < cfg.rule_share]
         tokens[at - 1] = prev
         rule.append((prev, tok))
-    edited = dataclasses.replace(stream, tokens=tokens) if cfg.n_document or cfg.n_rule else stream
+    edited = (
+        dataclasses.replace(stream, tokens=tokens) if cfg.n_document + cfg.n_anchored + cfg.n_rule else stream
+    )
     return edited, ExtraTokens(topic_docs, topic_words, anchored, rule)
+
+
+def _top_up(tokens: np.ndarray, tok: int, target: float, rng: np.random.Generator) -> None:
+    """Replace random tokens by `tok` (in place) until about a share `target` of the stream is `tok`."""
+    rate = (target - np.mean(tokens == tok)) / (1.0 - np.mean(tokens == tok))
+    if rate > 0:
+        tokens[rng.random(len(tokens)) < rate] = tok
 
 
 def plant_extra(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -166,7 +167,8 @@ def test_position_document_anchored_and_rule_features(small: Path) -> None:
     taken = {t for k in (TOKEN, CIRCLE) for i in truth.indices_of(k) for t in truth.features[i]["token_set"]}
     (j,) = truth.indices_of(ANCHORED)
     (x,) = truth.features[j]["token_set"]
-    assert fires(j).sum() >= 100 and (tok[fires(j)] == x).all()
+    assert x not in taken and fires(j).sum() >= 100 and (tok[fires(j)] == x).all()
+    assert abs(np.mean(tok[keep] == x) - SMALL.anchored_token_freq) < 0.01
     share = fires(j).sum() / (keep & (tok == x)).sum()
     assert 0.15 < share < 0.5  # the hidden state is on about anchored_on of the time
     (j,) = truth.indices_of(RULE)
@@ -176,18 +178,18 @@ def test_position_document_anchored_and_rule_features(small: Path) -> None:
     np.testing.assert_array_equal(
         fires(j), keep & (tok == x) & (prev == truth.features[j]["previous"]) & same_doc
     )
-    assert (
-        truth.features[j]["previous"] not in taken and 0.3 < fires(j).sum() / (keep & (tok == x)).sum() < 0.5
-    )
+    assert {x, truth.features[j]["previous"]}.isdisjoint(taken) and 0.3 < fires(j).sum() / (
+        keep & (tok == x)
+    ).sum() < 0.5
 
 
 def test_without_the_later_kinds_the_first_kinds_are_as_before(tmp_path: Path) -> None:
-    """Position and anchored features change nothing else; document and rule features edit the stream, so only
-    token sets, directions and scales of the first kinds stay (counts 0 give the generator's earlier caches)."""
+    """Position features change nothing else; document, anchored and rule features edit the stream, so only token
+    sets, directions and scales of the first kinds stay (counts 0 give the generator's earlier caches)."""
     base = SynthConfig(n_seq=60, seed=5, n_position=0, n_document=0, n_anchored=0, n_rule=0)
     first = generate_synthetic(tmp_path / "first.h5", base)
     n = first.n_features
-    calm = generate_synthetic(tmp_path / "calm.h5", SynthConfig(n_seq=60, seed=5, n_document=0, n_rule=0))
+    calm = generate_synthetic(tmp_path / "calm.h5", dataclasses.replace(base, n_position=2))
     full = generate_synthetic(tmp_path / "full.h5", SynthConfig(n_seq=60, seed=5))
     assert (calm.activations()[:, :n] != first.activations()).nnz == 0
     with h5py.File(tmp_path / "first.h5") as f, h5py.File(tmp_path / "calm.h5") as g:

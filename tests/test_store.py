@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from scored_run import scored_run  # noqa: F401
+from scored_run import TRAIN, scored_run  # noqa: F401
 
 from activations.cache import ActivationCache
 from activations.errors import UserError
@@ -56,10 +56,10 @@ REQUIRED = [
 def test_table_and_summary(scored_run) -> None:  # noqa: F811
     store = FeatureStore.open(scored_run.run)
     t = store.table
-    assert list(t["feature"]) == list(range(64))
+    assert list(t["feature"]) == list(range(TRAIN.width))
     assert not set(REQUIRED) - set(t.columns)
     s = store.summary
-    assert s["n_latents"] == 64 and s["flagged"] == int(t["flag"].sum())
+    assert s["n_latents"] == TRAIN.width and s["flagged"] == int(t["flag"].sum())
     assert s["well_defined"] == int(t["well_defined"].sum()) and s["seeds"] == [0, 1, 2]
     assert s["alive"] == int((t["firing_count"] > 0).sum())
     assert (t["flag"] <= t["well_defined"]).all()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from features.flags import verdict_table
+from features.flags import anchored_verdicts, verdict_table
 from features.labelability import registered_describers
 from features.store import FeatureStore
 from viewer import data, label_panel, nav, sets_panel
@@ -71,6 +71,23 @@ def _goto_typed(n_latents: int) -> None:
         nav.open_latent(latent)
 
 
+def _anchored_section(row: pd.Series, defn: Any) -> None:  # noqa: ANN401 - features.definition.Definition
+    """What the token-anchored flag says about the latent: its anchor tokens, how many of their occurrences fire,
+    and whether any describer tells which ones (conditional labelability), each against the definition."""
+    if "token_anchored" not in row:
+        return
+    said = "is" if bool(row["token_anchored"]) else "is not"
+    st.markdown(
+        f"**Token-anchored:** this latent {said} token-anchored. Anchor tokens: {md_code(row['anchor_tokens'])}; "
+        f"best describer of which of their occurrences fire: {md_text(row['conditional_describer'])}."
+    )
+    rows = [
+        (q, _num(v), rule, _num(thr), verdict) for q, v, rule, thr, verdict in anchored_verdicts(row, defn)
+    ]
+    st.dataframe(pd.DataFrame(rows, columns=["quantity", "value", "rule", "threshold", "verdict"]),
+                 hide_index=True, width="stretch")  # fmt: skip
+
+
 def describer_rows(row: pd.Series) -> pd.DataFrame:
     """Every registered describer: what it checks, its held-out AUROC, whether it won, and its readable form (the
     store keeps the winner's only)."""
@@ -97,6 +114,8 @@ def render(store: FeatureStore, run: Path) -> None:
     ex = data.examples(store, run, latent)
     defn = store.definition()
     verdict = "FLAGGED" if row["flag"] else ("well defined" if row["well_defined"] else "not well defined")
+    if bool(row.get("token_anchored", False)):
+        verdict = "TOKEN-ANCHORED"
     st.header(f"Latent {latent} · {verdict}")
     st.caption(
         f"density {row['density']:.3e} · {int(row['firing_count']):,} firing tokens in {int(row['n_docs']):,} "
@@ -108,6 +127,7 @@ def render(store: FeatureStore, run: Path) -> None:
     with left:
         st.subheader("Definition (WDF) and flag")
         st.dataframe(criteria_rows(row, defn), hide_index=True, width="stretch")
+        _anchored_section(row, defn)
     with right:
         st.subheader("Activation histogram")
         e = ex.hist_edges

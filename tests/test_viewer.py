@@ -117,7 +117,9 @@ def test_a_token_anchored_latent_is_filterable_and_says_why(scored_run, monkeypa
     at.selectbox(key="tb_flag").set_value("token-anchored").run()
     ok(at)
     shown = at.dataframe[0].value
-    assert shown["feature"].tolist() == anchored and {"lbl_conditional", "anchor_tokens"} <= set(shown.columns)
+    assert shown["feature"].tolist() == anchored and {"lbl_conditional", "anchor_tokens"} <= set(
+        shown.columns
+    )
     at = app(run, monkeypatch, feature=str(anchored[0]))
     ok(at)
     assert headers(at) == [f"Latent {anchored[0]} · TOKEN-ANCHORED"]

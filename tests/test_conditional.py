@@ -174,3 +174,17 @@ def test_token_anchored_rule_needs_every_condition():
     assert not apply_flags(bare, cfg)["token_anchored"].any()
     with pytest.raises(KeyError, match="anchor_coverage"):
         apply_flags(pd.DataFrame([{k: v for k, v in ok.items() if k != "anchor_coverage"}]), cfg)
+
+
+def test_out_of_range_anchored_settings_are_one_line_errors(tmp_path):
+    from conftest import error_line, run_cli
+
+    bad = tmp_path / "bad.toml"
+    for section, text, name in (
+        ("labelability", "centre_neg_per_pos = -1", "centre_neg_per_pos"),
+        ("flag", "anchor_max_fraction = 1.5", "anchor_max_fraction"),
+        ("flag", "max_lbl_conditional = 0", "max_lbl_conditional"),
+    ):
+        bad.write_text(f"[{section}]\n{text}\n")
+        line = error_line(run_cli("definition", "show", "--definition", str(bad)))
+        assert name in line and str(bad) in line, line

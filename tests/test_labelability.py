@@ -231,6 +231,9 @@ def test_auroc_matches_hand_computation():
         {"spearman_min_pos": 1},
         {"n_deciles": 0},
         {"max_positives": 4},  # fewer than the 10 deciles it is shared by
+        {"centre_neg_per_pos": -0.5},
+        {"anchor_coverage": 0.0},
+        {"anchor_max_tokens": 0},
     ],
 )
 def test_config_validation_names_the_field(bad):

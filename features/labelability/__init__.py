@@ -11,6 +11,7 @@ Modules, one concern each:
 - `registry`: the `Describer` protocol, what a describer sees and returns, `register_describer`.
 - `token`, `rule`, `semantic`: the built-in describers, one module each (registered below, in tie order).
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
+- `conditional`: the anchor tokens, conditional labelability (which of their occurrences fire) and its columns.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 
 Adding a describer is one new module plus its tests:

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import error_line, run_cli  # noqa: E402
-from scored_run import scored_run  # noqa: E402, F401
+from scored_run import TRAIN, scored_run  # noqa: E402, F401
 
 import features  # noqa: E402
 from activations.cache import ActivationCache  # noqa: E402
@@ -169,7 +169,7 @@ def test_delphi_layout(exported):
     assert {"model_name", "cache_ctx_len", "n_splits", "dataset_repo"} <= set(cfg)
     shards = sorted(hook_dir.glob("*.safetensors"), key=lambda p: int(p.stem.split("_")[0]))
     edges = [tuple(map(int, p.stem.split("_"))) for p in shards]
-    assert edges[0][0] == 0 and edges[-1][1] == 63
+    assert edges[0][0] == 0 and edges[-1][1] == TRAIN.width - 1
     assert all(b[0] == a[1] + 1 for a, b in zip(edges, edges[1:], strict=False))  # contiguous, end inclusive
     from sae_lens import SAE
 

@@ -16,7 +16,23 @@ and `<path>.truth.json` (kinds, names, frequencies, support, the config, the for
 - DENSE_PAIR: one direction with both signs, each side on `dense_density` of tokens (two columns, +d and -d);
 - CIRCLE: two orthonormal directions with values r * (cos t, sin t), t fixed per token of a small cyclic token set
   (like days of the week), signed;
+- POSITION: fires on every token at a band of `position_width` positions of the cache sequence (labelable by
+  position, not by tokens);
+- DOCUMENT: fires on every token of the documents a hidden per-document topic picks (`document_fraction` of them);
+  the topic also puts its own `document_words` topic words in those documents (a share `document_shift` of their
+  tokens is replaced), so a description of the document's text can predict it;
+- ANCHORED: fires on one token only while a hidden per-document two-state Markov chain is on (token-anchored: the
+  token labels it, but which of the token's occurrences fire resists every description of the text);
+- RULE: fires on one token only right after a given previous token; a share `rule_share` of the token's occurrences
+  get that previous token put before them, so the rule has enough firings (anchored too, but a rule decides);
 - NOISE: the Gaussian noise added to every token; a constant of the config, not a column of the truth.
+
+The four kinds after CIRCLE come from a generator of their own and their columns come last, so with their counts at
+0 a cache is byte-identical to one of the generator before them. POSITION changes no other feature; DOCUMENT,
+ANCHORED and RULE edit the token stream before the other features are planted (topic words, an anchor token brought
+up to its frequency, a rule's previous token; all ids no token or circle feature uses): the other features keep
+their token sets, directions, scales and frequencies, but fire on the edited stream, and the hash salts and
+hidden-state runs are other draws.
 
 Truth file layout (format "xenofeat.synthetic-truth" 1.0). `<path>.truth.safetensors`: `directions` (F, d) float32
 unit rows; `act_indptr` (n_seq * L + 1,) int64, `act_indices` (nnz,) int32 and `act_values` (nnz,) float32, the CSR
@@ -24,7 +40,8 @@ arrays of the (n_seq * L, F) truth with row = seq * L + position; `cls_vector` (
 `format`, `format_version`, `config` (every SynthConfig field), `hook`, `n_rows`, `n_features`, `planted_l0`,
 `noise_std`, `counts` (columns per kind), and `features`: one object per column with `index`, `kind`, `name`,
 `labelable`, `n_firing`, `n_docs`, `frequency` (over unmasked tokens), `scale`, and per kind `target_freq`,
-`token_set`, `angles`, `window`, `salt`, `run_length`, `partner`.
+`token_set`, `angles`, `window`, `salt`, `run_length`, `partner`, `positions` (position: the band [lo, hi)),
+`topic_words`, `n_topic_docs`, `shift` (document), `state_on` (anchored), `previous`, `share` (rule).
 
 Each sequence starts with a [CLS] token (an outlier vector of norm `special_norm`, no features) and the last one
 ends in [PAD] rows (zero vectors); both are marked in the cache mask and have empty truth rows.
@@ -50,12 +67,27 @@ HASH = "hash"
 HIDDEN = "hidden"
 DENSE_PAIR = "dense_pair"
 CIRCLE = "circle"
+POSITION = "position"
+DOCUMENT = "document"
+ANCHORED = "anchored"
+RULE = "rule"
 NOISE = "noise"
-KINDS = (TOKEN, HASH, HIDDEN, DENSE_PAIR, CIRCLE)  # kinds that are columns of the truth (NOISE is not)
-LABELABLE_KINDS = (
+KINDS = (
     TOKEN,
+    HASH,
+    HIDDEN,
+    DENSE_PAIR,
     CIRCLE,
-)  # determined by the current token; the others are unlabelable by construction
+    POSITION,
+    DOCUMENT,
+    ANCHORED,
+    RULE,
+)  # truth columns (not NOISE)
+LABELABLE_KINDS = (TOKEN, CIRCLE, POSITION, DOCUMENT, RULE)
+"""Determined by the current token, its position, its document's text or the previous token; hash, hidden and
+dense features are unlabelable by construction, and an anchored one is labelled by its token only as a whole (which
+of the token's occurrences fire is not: the `token_anchored` flag's target, `ANCHORED_KINDS`)."""
+ANCHORED_KINDS = (ANCHORED,)
 
 HOOK = "synthetic.hook_x"
 TRUTH_FORMAT = "xenofeat.synthetic-truth"
@@ -124,6 +156,31 @@ class SynthConfig(Settings):
     """Seed of every random choice (directions, tokens, firings, magnitudes, noise, hash salts)."""
     dtype: str = choice("float16", "float16", "float32")
     """Storage dtype of the cache's activations: float16 or float32."""
+    n_position: int = integer(1, 0)
+    """Features that fire by position: on every token at a band of `position_width` cache positions."""
+    position_width: int = integer(3, 1)
+    """Consecutive positions of a position feature's band (its frequency is about width / (context_size - 1))."""
+    n_document: int = integer(1, 0)
+    """Document-level features: on every token of the documents a hidden topic picks (topic words shift them)."""
+    document_fraction: float = number(0.05, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Share of documents in a document feature's topic."""
+    document_words: int = integer(4, 1)
+    """Topic words of each document feature (rare token ids, not used by the token and circle features)."""
+    document_shift: float = number(0.1, 0.0, 1.0)
+    """Share of a topic document's tokens replaced by its topic words."""
+    n_anchored: int = integer(1, 0)
+    """Token-anchored features: on one token only while a hidden per-document Markov state is on."""
+    anchored_on: float = number(0.35, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Share of the time an anchored feature's hidden state is on (its share of the token's occurrences)."""
+    anchored_run_length: float = number(30.0, 1.0)
+    """Mean length, in tokens, of the runs of an anchored feature's on state."""
+    anchored_token_freq: float = number(0.04, 0.0, 0.5, lo_open=True)
+    """Share of the stream that is the token an anchored or rule feature is anchored on (a token no other feature
+    uses, brought up to this share by replacing tokens at random)."""
+    n_rule: int = integer(1, 0)
+    """Rule-decided anchored features: on one token only right after a given previous token."""
+    rule_share: float = number(0.4, 0.0, 1.0, lo_open=True, hi_open=True)
+    """Share of a rule feature's token occurrences that get its previous token put before them (edits the stream)."""
 
     def check(self) -> None:
         """Rules across fields (each field's own range is declared with it)."""
@@ -138,17 +195,26 @@ class SynthConfig(Settings):
         if self.d_model < 2 and self.n_circle > 0:
             raise SettingError("d_model", self.d_model, "must be >= 2 for a circle")
         needed = self.n_token * self.token_set_max + self.n_circle * self.circle_points
+        needed += self.n_document * self.document_words + self.n_anchored + 2 * self.n_rule
         if self.vocab_size - 2 < needed:
             raise SettingError(
                 "vocab_size",
                 self.vocab_size,
                 f"must be large enough for the planted token sets ({needed} + 2)",
             )
+        if self.n_position and self.position_width > self.context_size - 1:
+            raise SettingError(
+                "position_width",
+                self.position_width,
+                f"must be at most context_size - 1 ({self.context_size - 1})",
+            )
 
     @property
     def n_features(self) -> int:
-        """Columns of the truth: one per token/hash/hidden feature, two per dense pair and per circle."""
-        return self.n_token + self.n_hash + self.n_hidden + 2 * self.n_dense_pair + 2 * self.n_circle
+        """Columns of the truth: one per token/hash/hidden/position/document/anchored/rule feature, two per dense
+        pair and per circle."""
+        extra = self.n_position + self.n_document + self.n_anchored + self.n_rule
+        return self.n_token + self.n_hash + self.n_hidden + 2 * self.n_dense_pair + 2 * self.n_circle + extra
 
     @property
     def n_rows(self) -> int:
@@ -188,7 +254,7 @@ class SynthTruth:
 
     @property
     def labelable(self) -> np.ndarray:
-        """(F,) bool: True for the kinds a description of the current token predicts."""
+        """(F,) bool: True for the kinds a short description predicts (`LABELABLE_KINDS`)."""
         return np.array([k in LABELABLE_KINDS for k in self.kinds], dtype=bool)
 
     @property

@@ -24,6 +24,10 @@ _FIELDS = (
     "n_hidden",
     "n_dense_pair",
     "n_circle",
+    "n_position",
+    "n_document",
+    "n_anchored",
+    "n_rule",
     "freq_max",
     "freq_min",
     "noise_std",
@@ -38,7 +42,8 @@ def add_synth_command(cache_sub: argparse._SubParsersAction) -> None:
         "synth",
         help="write a synthetic cache with planted features (ground truth beside it)",
         description="Write a synthetic activation cache whose activations are sparse sums of planted directions "
-        "(token-determined, context-hash, hidden-state, a dense antipodal pair, a circle) plus noise, and the "
+        "(token-determined, context-hash, hidden-state, a dense antipodal pair, a circle, position, document-level, "
+        "token-anchored on a hidden state, rule-decided) plus noise, and the "
         "planted truth beside it as <out>.truth.safetensors and <out>.truth.json.",
     )
     q.add_argument("--out", required=True, help="the HDF5 file to write")

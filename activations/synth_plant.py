@@ -169,15 +169,46 @@ def hidden_chain(stream: Stream, freq: float, run_length: float, rng: np.random.
     return out
 
 
-def plant_features(cfg: SynthConfig, stream: Stream, rng: np.random.Generator) -> list[PlantedFeature]:
-    """All planted features, in kind order: token, hash, hidden, dense_pair (+ then -), circle (cos then sin)."""
+@dataclass(frozen=True)
+class Choices:
+    """The draws of `plant_features` before any firing: frequencies, directions, scales and token sets."""
+
+    freqs: np.ndarray  # (n_token + n_hash + n_hidden,) target frequencies
+    dirs: np.ndarray  # (n_dirs, d) float32
+    scales: np.ndarray  # (n_dirs,)
+    available: np.ndarray  # (vocab_size,) bool: regular ids no token or circle feature took
+    circle_sets: list[list[int]]
+    sets: dict[int, list[int]]  # token feature -> its token ids
+
+
+def choose(cfg: SynthConfig, token_probs: np.ndarray, rng: np.random.Generator) -> Choices:
+    """The first draws of `plant_features`; they depend on the token probabilities only, not on the stream, so a
+    copy of the generator tells which token ids the token and circle features will take before they are planted."""
     n_freq = cfg.n_token + cfg.n_hash + cfg.n_hidden
     # ranks shuffled across kinds, so every kind gets common and rare features
     freqs = rng.permutation(zipf_frequencies(n_freq, cfg.freq_max, cfg.freq_min)) if n_freq else np.zeros(0)
     n_dirs = n_freq + 2 * cfg.n_dense_pair + 2 * cfg.n_circle
     dirs = sample_directions(n_dirs, cfg.d_model, rng)
     scales = rng.uniform(cfg.scale_min, cfg.scale_max, size=n_dirs)
-    available = stream.token_probs > 0
+    available = token_probs > 0
+    # circle tokens first, so the token features cannot take them
+    circle_sets = []
+    for _ in range(cfg.n_circle):
+        toks = pick_tokens(token_probs, available, cfg.circle_freq, cfg.circle_points, cfg.circle_points)
+        circle_sets.append(toks)
+    sets: dict[int, list[int]] = {}
+    # the most frequent features choose first, so the rare ones still find tokens of about their frequency
+    for i in sorted(range(cfg.n_token), key=lambda i: -freqs[i]):
+        k = int(rng.integers(1, cfg.token_set_max + 1))
+        sets[i] = pick_tokens(token_probs, available, float(freqs[i]), k, cfg.token_set_max)
+    return Choices(freqs, dirs, scales, available, circle_sets, sets)
+
+
+def plant_features(cfg: SynthConfig, stream: Stream, rng: np.random.Generator) -> list[PlantedFeature]:
+    """All planted features of the first kinds, in kind order: token, hash, hidden, dense_pair (+ then -), circle
+    (cos then sin); the later kinds are `synth_extra.plant_extra`'s."""
+    ch = choose(cfg, stream.token_probs, rng)
+    freqs, dirs, scales, circle_sets, sets = ch.freqs, ch.dirs, ch.scales, ch.circle_sets, ch.sets
     out: list[PlantedFeature] = []
 
     def add(kind: str, name: str, j: int, rows: np.ndarray, meta: dict[str, Any]) -> None:
@@ -185,18 +216,6 @@ def plant_features(cfg: SynthConfig, stream: Stream, rng: np.random.Generator) -
         meta = {"scale": float(scales[j]), **meta}
         out.append(PlantedFeature(kind, name, dirs[j], Firing(rows.astype(np.int64), vals), meta))
 
-    # circle tokens first, so the token features cannot take them
-    circle_sets = []
-    for _ in range(cfg.n_circle):
-        toks = pick_tokens(
-            stream.token_probs, available, cfg.circle_freq, cfg.circle_points, cfg.circle_points
-        )
-        circle_sets.append(toks)
-    sets: dict[int, list[int]] = {}
-    # the most frequent features choose first, so the rare ones still find tokens of about their frequency
-    for i in sorted(range(cfg.n_token), key=lambda i: -freqs[i]):
-        k = int(rng.integers(1, cfg.token_set_max + 1))
-        sets[i] = pick_tokens(stream.token_probs, available, float(freqs[i]), k, cfg.token_set_max)
     for i in range(cfg.n_token):
         rows = np.flatnonzero(np.isin(stream.tokens, sets[i]))
         add(TOKEN, f"token{i}", i, rows, {"target_freq": float(freqs[i]), "token_set": sorted(sets[i])})

@@ -8,6 +8,7 @@ stays bounded by the truth matrix, not by the activations.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -34,7 +35,8 @@ from activations.synth import (
     load_truth,
     truth_paths,
 )
-from activations.synth_plant import CLS_ID, N_SPECIAL, PAD_ID, plant_features, sample_stream
+from activations.synth_extra import edit_stream, extra_generator, plant_extra
+from activations.synth_plant import CLS_ID, N_SPECIAL, PAD_ID, choose, plant_features, sample_stream
 from activations.writer import CacheWriter
 
 CHUNK_SEQS = 512  # sequences computed and appended at a time (also fixes the noise draw order)
@@ -76,7 +78,11 @@ def build_arrays(cfg: SynthConfig) -> Built:
     body = L - 1
     n_text = n_seq * body - pad_count(cfg)
     stream = sample_stream(cfg, n_text, seq_rng)
-    planted = plant_features(cfg, stream, plant_rng)
+    # the later kinds' tokens avoid the token and circle features' (a copy of their generator tells which)
+    extra_rng = extra_generator(cfg.seed)
+    free = choose(cfg, stream.token_probs, copy.deepcopy(plant_rng)).available
+    stream, chosen = edit_stream(cfg, stream, free, extra_rng)
+    planted = plant_features(cfg, stream, plant_rng) + plant_extra(cfg, stream, chosen, extra_rng)
     cls_vector = (seq_rng.standard_normal(cfg.d_model) * cfg.special_norm / np.sqrt(cfg.d_model)).astype(
         np.float32
     )

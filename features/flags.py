@@ -6,6 +6,14 @@
 comparison with NaN is false. Vectorised over a table (a pandas DataFrame or a mapping of equal-length arrays).
 This module also owns the `[flag]` section, the `well_defined` / `flag` columns and the flag's rows of the viewer's
 verdict table (`verdict_table`, which reads every criterion's declared rows first).
+
+A flag of its own kind, `token_anchored` (conditional labelability, `features.labelability.conditional`): well
+defined, labelled as a whole (`labelability >= max_lbl`: its tokens describe it), most of its firings on its anchor
+tokens (`anchor_coverage >= anchor_min_coverage`) yet on a minority of their occurrences (`anchor_fraction <
+anchor_max_fraction`), and which occurrences fire resists every describer with the flag's held-out and bootstrap
+rules (`lbl_conditional < max_lbl_conditional`, `lbl_conditional_hi < max_lbl_conditional_hi`, `n_cond_test_pos >=
+min_test_pos`). It excludes `flag` by construction (LBL on either side of `max_lbl`). A table without any of the
+conditional columns (scored before they existed) has no token-anchored latent: not measured, like NaN.
 """
 
 from __future__ import annotations
@@ -32,22 +40,57 @@ class FlagConfig(Settings):
     max_lbl_hi: float = number(0.5, 0.0, 1.0, lo_open=True)
     """The bootstrap upper bound of labelability must be below this."""
     min_test_pos: int = integer(50, 0)
-    """Fewest held-out positive windows behind the labelability score."""
+    """Fewest held-out positive windows behind the labelability score (and, for `token_anchored`, behind the
+    conditional one: held-out positives centred on an anchor token)."""
+    anchor_max_fraction: float = number(0.5, 0.0, 1.0, lo_open=True)
+    """token_anchored: the latent fires on less than this share of its anchor tokens' occurrences."""
+    anchor_min_coverage: float = number(0.5, 0.0, 1.0)
+    """token_anchored: at least this share of its firings fall on its anchor tokens (it is anchored on them)."""
+    max_lbl_conditional: float = number(0.4, 0.0, 1.0, lo_open=True)
+    """token_anchored: conditional labelability (which occurrences fire) must be below this."""
+    max_lbl_conditional_hi: float = number(0.5, 0.0, 1.0, lo_open=True)
+    """token_anchored: the bootstrap upper bound of conditional labelability must be below this."""
 
 
 LBL_COLUMNS = ("labelability", "labelability_hi", "n_test_pos")
 """The labelability columns the flag reads."""
 
+ANCHORED_COLUMNS = (
+    "lbl_conditional",
+    "lbl_conditional_hi",
+    "n_cond_test_pos",
+    "anchor_fraction",
+    "anchor_coverage",
+)
+"""The conditional-labelability columns `token_anchored` reads."""
+
 COLUMNS = (
     Column("well_defined", "bool", "passes every gating criterion (C1 & C2 & C3 & C4)", "flag"),
     Column("flag", "bool", "well defined and resisting labels (the flag rule of the definition)", "flag"),
-)
+    Column("token_anchored", "bool", "well defined, labelled by its anchor tokens, firing on a minority of their "
+           "occurrences, and which occurrences fire resists every describer (the [flag] section's anchored rule)",
+           "flag"),
+)  # fmt: skip
 
 VERDICTS = (
     VerdictRow("labelability (LBL)", "labelability", "<", setting="max_lbl"),
     VerdictRow("LBL bootstrap upper bound", "labelability_hi", "<", setting="max_lbl_hi"),
     VerdictRow("held-out positives", "n_test_pos", "≥", setting="min_test_pos"),
 )
+
+ANCHORED_VERDICTS = (
+    VerdictRow("labelability (LBL)", "labelability", "≥", setting="max_lbl"),
+    VerdictRow(
+        "share of firings on the anchor tokens", "anchor_coverage", "≥", setting="anchor_min_coverage"
+    ),
+    VerdictRow("share of anchor occurrences firing", "anchor_fraction", "<", setting="anchor_max_fraction"),
+    VerdictRow("conditional LBL", "lbl_conditional", "<", setting="max_lbl_conditional"),
+    VerdictRow(
+        "conditional LBL bootstrap upper bound", "lbl_conditional_hi", "<", setting="max_lbl_conditional_hi"
+    ),
+    VerdictRow("held-out positives on anchor tokens", "n_cond_test_pos", "≥", setting="min_test_pos"),
+)
+"""The token-anchored flag's rows (`anchored_verdicts`; well defined is the flag's first condition too)."""
 
 
 def well_defined(table: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
@@ -78,10 +121,34 @@ def flag(
     )
 
 
+def token_anchored(
+    is_well_defined: np.ndarray, table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig
+) -> np.ndarray:
+    """(F,) bool: the token-anchored flag (module docstring) from LBL and the ANCHORED_COLUMNS of `table`."""
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray(table[name], dtype=np.float64)
+
+    with np.errstate(invalid="ignore"):
+        return (
+            np.asarray(is_well_defined, bool)
+            & (col("labelability") >= cfg.max_lbl)
+            & (col("anchor_coverage") >= cfg.anchor_min_coverage)
+            & (col("anchor_fraction") < cfg.anchor_max_fraction)
+            & (col("lbl_conditional") < cfg.max_lbl_conditional)
+            & (col("lbl_conditional_hi") < cfg.max_lbl_conditional_hi)
+            & (col("n_cond_test_pos") >= cfg.min_test_pos)
+        )
+
+
 def apply_flags(table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig) -> pd.DataFrame:
-    """The table with `well_defined` and `flag` columns added (from the gating criteria and LBL_COLUMNS)."""
+    """The table with `well_defined`, `flag` and `token_anchored` columns added (from the gating criteria,
+    LBL_COLUMNS and ANCHORED_COLUMNS; a table with none of the latter has no token-anchored latent)."""
     df = pd.DataFrame(table).copy()
     missing = [c for c in pass_columns() + LBL_COLUMNS if c not in df.columns]
+    anchored = [c for c in ANCHORED_COLUMNS if c in df.columns]
+    if anchored:
+        missing += [c for c in ANCHORED_COLUMNS if c not in df.columns]
     if missing:
         raise KeyError(f"the flag needs columns {', '.join(missing)}")
     df["well_defined"] = well_defined(df)
@@ -91,6 +158,9 @@ def apply_flags(table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig)
         df["labelability_hi"].to_numpy(),
         df["n_test_pos"].to_numpy(),
         cfg,
+    )
+    df["token_anchored"] = (
+        token_anchored(df["well_defined"], df, cfg) if anchored else np.zeros(len(df), bool)
     )
     return df
 
@@ -104,6 +174,7 @@ class FlagSummary(NamedTuple):
     flagged: int
     passes: dict[str, int]  # per criterion column: latents passing it
     flagged_by_describer: dict[str, int]  # best describer of the flagged latents (when the column exists)
+    token_anchored: int = 0  # latents with the token-anchored flag (0 when the column does not exist)
 
 
 def summarize(table: pd.DataFrame) -> FlagSummary:
@@ -120,6 +191,7 @@ def summarize(table: pd.DataFrame) -> FlagSummary:
         flagged=int(table["flag"].sum()),
         passes={c: int(table[c].sum()) for c in pass_columns() if c in table},
         flagged_by_describer=by_describer,
+        token_anchored=int(table["token_anchored"].sum()) if "token_anchored" in table else 0,
     )
 
 
@@ -154,3 +226,8 @@ def verdict_table(row: Mapping[str, Any], defn: Any) -> list[tuple[str, str, flo
         cfg = defn.section(c.name)
         out += [(v.label or c.label, *_verdict(v, row, cfg)) for v in c.verdicts]
     return out + [("flag", *_verdict(v, row, defn.flag)) for v in VERDICTS]
+
+
+def anchored_verdicts(row: Mapping[str, Any], defn: Any) -> list[tuple[str, float, str, float, str]]:  # noqa: ANN401
+    """(quantity, value, rule, threshold, verdict) of each condition of the token-anchored flag, for the viewer."""
+    return [_verdict(v, row, defn.flag) for v in ANCHORED_VERDICTS]

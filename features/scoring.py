@@ -30,6 +30,9 @@ NOT_SCORED = {
     "readable": "not scored (fails C1 support)",
     "n_test_pos": 0,
     "lbl_target": "none",
+    "conditional_describer": "none",
+    "anchor_tokens": "–",
+    "n_cond_test_pos": 0,
 }
 """LBL values of latents LBL did not score."""
 
@@ -127,6 +130,9 @@ def run_labelability(res: Any, crit: CriteriaResults, defn: Definition, settings
     lf["readable"] = lf["readable"].fillna(NOT_SCORED["readable"])
     lf["n_test_pos"] = lf["n_test_pos"].fillna(NOT_SCORED["n_test_pos"]).astype(np.int64)
     lf["lbl_target"] = lf["lbl_target"].fillna(NOT_SCORED["lbl_target"])
+    for name in ("conditional_describer", "anchor_tokens"):
+        lf[name] = lf[name].fillna(NOT_SCORED[name])
+    lf["n_cond_test_pos"] = lf["n_cond_test_pos"].fillna(NOT_SCORED["n_cond_test_pos"]).astype(np.int64)
     return LBLResults(lbl, lf.reset_index(drop=True), control)
 
 
@@ -165,6 +171,7 @@ def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, i
         "flagged": fs.flagged,
         "passes": fs.passes,
         "flagged_by_describer": fs.flagged_by_describer,
+        "token_anchored": fs.token_anchored,
         "best_describer": {
             str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()
         },

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from features.flags import verdict_table
+from features.flags import anchored_verdicts, verdict_table
 from features.labelability import registered_describers
 from features.store import FeatureStore
 from viewer import data, label_panel, nav, sets_panel, why
@@ -69,6 +69,23 @@ def _goto_typed(n_latents: int) -> None:
     st.session_state["fp_goto_err"] = err
     if latent is not None:
         nav.open_latent(latent)
+
+
+def _anchored_section(row: pd.Series, defn: Any) -> None:  # noqa: ANN401 - features.definition.Definition
+    """What the token-anchored flag says about the latent: its anchor tokens, how many of their occurrences fire,
+    and whether any describer tells which ones (conditional labelability), each against the definition."""
+    if "token_anchored" not in row:
+        return
+    said = "is" if bool(row["token_anchored"]) else "is not"
+    st.markdown(
+        f"**Token-anchored:** this latent {said} token-anchored. Anchor tokens: {md_code(row['anchor_tokens'])}; "
+        f"best describer of which of their occurrences fire: {md_text(row['conditional_describer'])}."
+    )
+    rows = [
+        (q, _num(v), rule, _num(thr), verdict) for q, v, rule, thr, verdict in anchored_verdicts(row, defn)
+    ]
+    st.dataframe(pd.DataFrame(rows, columns=["quantity", "value", "rule", "threshold", "verdict"]),
+                 hide_index=True, width="stretch")  # fmt: skip
 
 
 def describer_rows(row: pd.Series) -> pd.DataFrame:
@@ -159,6 +176,8 @@ def render(store: FeatureStore, run: Path) -> None:
     ex = data.examples(store, run, latent)
     defn = store.definition()
     verdict = "FLAGGED" if row["flag"] else ("well defined" if row["well_defined"] else "not well defined")
+    if bool(row.get("token_anchored", False)):
+        verdict = "TOKEN-ANCHORED"
     st.header(f"Latent {latent} · {verdict}")
     st.caption(
         f"density {row['density']:.3e} · {int(row['firing_count']):,} firing tokens in {int(row['n_docs']):,} "
@@ -168,6 +187,7 @@ def render(store: FeatureStore, run: Path) -> None:
     )
     why.render(store, run, row, ex, defn)
     _definition_table(row, defn)
+    _anchored_section(row, defn)
     _describers_and_histogram(row, ex)
     vocab, scale = store.vocab, float(ex.hist_edges[-1]) or 1.0
     st.subheader("Top activations")

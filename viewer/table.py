@@ -19,12 +19,13 @@ PAGE_SIZE = 50
 TAGS = ("dense", "duplicate", "composite", "multi_d", "mixture")
 CRITERIA = ("support_pass", "stability_pass", "function_pass", "mdl_pass", "well_defined")
 SHOWN = (
-    "feature", "flag", "well_defined", "labelability", "labelability_hi", "best_describer", "readable",
+    "feature", "flag", "token_anchored", "well_defined", "labelability", "labelability_hi", "best_describer", "readable",
     "density", "firing_count", "n_docs", "stability", "match_cos", "support_pass", "stability_pass",
-    "function_pass", "mdl_pass", "auroc_*", "n_test_pos", *TAGS,
+    "function_pass", "mdl_pass", "auroc_*", "n_test_pos", "lbl_conditional", "anchor_tokens", "anchor_fraction",
+    *TAGS,
 )  # fmt: skip
 """Columns the table shows, in order; `auroc_*` stands for every registered describer's AUROC column."""
-FLAG_CHOICES = ("all", "flagged", "well defined", "not flagged")
+FLAG_CHOICES = ("all", "flagged", "token-anchored", "well defined", "not flagged")
 
 
 @dataclass
@@ -69,6 +70,8 @@ def filter_table(t: pd.DataFrame, f: TableFilter) -> pd.DataFrame:
     keep = np.ones(len(t), bool)
     if f.flag == "flagged":
         keep &= t["flag"].to_numpy(bool)
+    elif f.flag == "token-anchored":  # a store scored before the column existed has none
+        keep &= t["token_anchored"].to_numpy(bool) if "token_anchored" in t else np.zeros(len(t), bool)
     elif f.flag == "well defined":
         keep &= t["well_defined"].to_numpy(bool)
     elif f.flag == "not flagged":

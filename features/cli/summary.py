@@ -27,6 +27,8 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         + ")",
         *learned_lines(summary.get("learned")),
         f"  flagged             {summary['flagged']}  (best describer of the flagged: {fby})",
+        f"  token-anchored      {summary.get('token_anchored', 0)}  (fires on a minority of its tokens' "
+        "occurrences, and which ones resists every describer)",
         f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
         f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}"
         + _null(summary, "pw_mcc"),

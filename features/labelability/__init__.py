@@ -14,6 +14,7 @@ Modules, one concern each:
   (no list to edit). `embedding` holds the semantic describer's sentence-embedding backends; `compose` combines the
   `window_features` of every describer that offers them into one sparse rule.
 - `run`: one LBL pass in one process (sampling, describers, pruning, bootstrap); `parallel`: the forked fan-out.
+- `conditional`: the anchor tokens, conditional labelability (which of their occurrences fire) and its columns.
 - `table`: `LBLTable` (results keyed by describer name), `lbl_columns`; `metrics`: the AUROC everything uses.
 
 Adding a describer is one new module plus its tests:

@@ -88,6 +88,16 @@ class LBLConfig(Settings):
     the bottom are negatives (the middle ones are left out: values near the median say little either way); at most
     half of `n_deciles` is used (with one quantile there is no activation target, and dense latents use firing)."""
 
+    centre_neg_per_pos: float = number(0.5, 0.0, 100.0)
+    """Most centre hard negatives per positive: non-firing occurrences of the latent's anchor tokens as the centre
+    token, at most as many per positive as the anchors have non-firing per firing occurrences (0: none, the sampling
+    of LBL-v1; conditional labelability then rests on the random and hard negatives that happen to sit on an anchor
+    token, usually too few to be measured)."""
+    anchor_coverage: float = number(0.8, 0.0, 1.0, lo_open=True)
+    """The anchor tokens are the latent's top firing tokens (train documents) up to this share of its firings..."""
+    anchor_max_tokens: int = integer(5, 1, 1000)
+    """... but at most this many (the `anchor_coverage` column says how much of its firings they cover)."""
+
     def check(self) -> None:
         if self.rule_bag > self.window:
             raise SettingError(

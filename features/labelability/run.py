@@ -25,6 +25,13 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from features.labelability.conditional import (
+    Anchors,
+    conditional_arrays,
+    conditional_row,
+    empty_conditional,
+    find_anchors,
+)
 from features.labelability.config import LBLConfig
 from features.labelability.metrics import auroc
 from features.labelability.registry import Describer, LatentSample, PassData, registered_describers
@@ -162,6 +169,7 @@ def _run(
         lbl_target=np.array([r["lbl_target"] for r in rows], dtype=object),
         config=cfg,
         test_windows=windows,
+        conditional=conditional_arrays(rows),
     )
 
 
@@ -186,6 +194,7 @@ def _empty_row(
         "n_test_pos": n_test_pos,
         "readable": why,
         "spearman": np.nan,
+        **empty_conditional(),
     }
 
 
@@ -208,11 +217,17 @@ def _score_latent(
     top = top[fire_tok[top] > 0]
     if len(top) == 0:  # fires in test documents only: use the centre tokens it fires on
         top = np.unique(index.tokens[fire_idx])[: cfg.hard_top_tokens]
+    anchors = _anchors(data, fire_tok)
     sampler, positives_tok = sample_windows, fire_tok
-    if target == "activation":
+    anchored = {
+        "anchors": anchors.tokens,
+        "centre_neg_per_pos": min(cfg.centre_neg_per_pos, anchors.neg_ratio),
+    }
+    if target == "activation":  # a dense latent: its value is labelled, not which occurrences of a token fire
         extreme = min(cfg.dense_extreme, cfg.n_deciles // 2)
         sampler = partial(sample_activation_windows, extreme=extreme)
         positives_tok = top_quantile_counts(index, fire_idx, fire_val, cfg.n_deciles, extreme, len(fire_tok))
+        anchored = {}
     s = sampler(
         index,
         fire_idx,
@@ -224,6 +239,7 @@ def _score_latent(
         width=cfg.window,
         n_deciles=cfg.n_deciles,
         rng=rng,
+        **anchored,
     )
     label, decile, act = s.label, s.decile, s.act
     if shuffle:
@@ -236,7 +252,10 @@ def _score_latent(
     n_test_pos = int(y_te.sum())
     if n_test_pos < cfg.min_test_pos or y_tr.all() or not y_tr.any() or y_te.all():
         why = f"too few windows to score ({n_test_pos} test positives)"
-        return _empty_row(why, describers, cfg, n_test_pos, target=target), tw
+        return {
+            **_empty_row(why, describers, cfg, n_test_pos, target=target),
+            **empty_conditional(anchors),
+        }, tw
 
     sample = LatentSample(j, s.centre, win, label, tr, positives_tok, shuffle, target)
     scores, readable = _describe(data, describers, states, sample)
@@ -263,8 +282,36 @@ def _score_latent(
         "n_test_pos": n_test_pos,
         "readable": readable[best],
         "spearman": rho,
+        **(
+            _conditional(data, scores, y_te, s.centre[te], anchors, len(scores) == len(describers), rng)
+            if target == "firing"
+            else empty_conditional(anchors)  # a dense latent's labels are its top activations, not firing
+        ),
     }
     return row, tw
+
+
+def _anchors(data: PassData, fire_tok: np.ndarray) -> Anchors:
+    """The latent's anchor tokens (`conditional.find_anchors`): its centre hard negatives and conditional LBL."""
+    cfg = data.cfg
+    return find_anchors(fire_tok, data.tables.count, data.vocab, cfg.anchor_coverage, cfg.anchor_max_tokens)
+
+
+def _conditional(
+    data: PassData,
+    scores: dict[str, np.ndarray],
+    y_te: np.ndarray,
+    centre_te: np.ndarray,
+    anchors: Anchors,
+    complete: bool,
+    rng: np.random.Generator,
+) -> dict:
+    """Conditional labelability from the test scores of the pass (drawn after LBL's bootstrap, so LBL's numbers
+    do not depend on it)."""
+    index = data.index
+    return conditional_row(
+        scores, y_te, index.tokens[centre_te], index.doc[centre_te], anchors, complete, data.cfg, rng
+    )
 
 
 def _describe(

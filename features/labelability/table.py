@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.columns import Column
+from features.labelability import conditional
 from features.labelability.config import LBLConfig
 from features.labelability.registry import Describer, registered_describers
 
@@ -52,6 +53,8 @@ class LBLTable:
     lbl_target: np.ndarray | None = None
     """What was predicted per latent: "firing" or "activation" (dense latents, `[labelability] dense_target`);
     None: "firing" for every latent."""
+    conditional: dict[str, np.ndarray] = field(default_factory=dict)
+    """Conditional labelability's columns by name (`conditional.COLUMNS`), aligned with `latents`."""
 
     def targets(self) -> np.ndarray:
         """`lbl_target` as an array of str ("firing" where not given)."""
@@ -73,6 +76,7 @@ class LBLTable:
                 "readable": self.readable,
                 "spearman": self.spearman,
                 "lbl_target": self.targets().astype(str),
+                **self.conditional,
             }
         )
 
@@ -100,6 +104,7 @@ def lbl_columns(describers: Sequence[Describer] | None = None) -> list[Column]:
         Column("lbl_target", "str", "what LBL predicts: firing (firing vs not), activation (a dense latent: its "
                "top activation quantiles vs its bottom ones and non-firing windows), or none (not scored)",
                "labelability"),
+        *conditional.COLUMNS,
     ]  # fmt: skip
 
 
@@ -126,4 +131,5 @@ def merge_tables(parts: list[LBLTable]) -> LBLTable:
         config=parts[0].config,
         test_windows={k: v for p in parts for k, v in p.test_windows.items()},
         lbl_target=cat([p.targets() for p in parts]),
+        conditional={name: cat([p.conditional[name] for p in parts]) for name in parts[0].conditional},
     )

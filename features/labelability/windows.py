@@ -244,6 +244,26 @@ def sample_hard_negatives(
     return got
 
 
+def sample_centre_negatives(
+    index: CacheIndex,
+    fire_idx: np.ndarray,
+    anchors: np.ndarray,
+    n: int,
+    exclude: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Up to `n` distinct non-firing centres whose own token is one of `anchors` (not in `exclude`), uniformly over
+    those occurrences. Anchors are a few token ids, so their occurrences are listed outright (exact, no rejection);
+    draws nothing from `rng` when `n` is 0, so a sample without centre negatives is the one it always was."""
+    if n == 0 or len(anchors) == 0:
+        return np.empty(0, np.int64)
+    occ = np.concatenate(
+        [index.token_order[index.token_start[t] : index.token_start[t + 1]] for t in anchors]
+    )
+    occ = occ[_not_firing(occ, fire_idx) & ~np.isin(occ, exclude)]
+    return np.sort(occ if len(occ) <= n else rng.choice(occ, n, replace=False))
+
+
 def sample_windows(
     index: CacheIndex,
     fire_idx: np.ndarray,
@@ -256,14 +276,22 @@ def sample_windows(
     width: int,
     n_deciles: int,
     rng: np.random.Generator,
+    anchors: np.ndarray | None = None,
+    centre_neg_per_pos: float = 0.0,
 ) -> WindowSample:
-    """Sample one latent's windows. `fire_idx` sorted flat indices where it fires (valid only), `fire_val` values."""
+    """Sample one latent's windows. `fire_idx` sorted flat indices where it fires (valid only), `fire_val` values.
+
+    Centre negatives (on `anchors`) are drawn last, so the positives, random and hard negatives are the same draws
+    whatever `centre_neg_per_pos` is."""
     pos_c, pos_d, pos_a = sample_positives(fire_idx, fire_val, max_positives, rng, n_deciles)
     n_rand = int(round(random_neg_per_pos * len(pos_c)))
     rand = sample_random_negatives(index, fire_idx, n_rand, rng)
     n_hard = int(round(hard_neg_per_pos * len(pos_c)))
     hard = sample_hard_negatives(index, fire_idx, top_tokens, n_hard, width, rand, rng)
-    neg = np.sort(np.concatenate([rand, hard]))
+    n_centre = int(round(centre_neg_per_pos * len(pos_c)))
+    anchors = np.empty(0, np.int64) if anchors is None else anchors
+    centre_neg = sample_centre_negatives(index, fire_idx, anchors, n_centre, np.r_[rand, hard], rng)
+    neg = np.sort(np.concatenate([rand, hard, centre_neg]))
     centre = np.concatenate([pos_c, neg]).astype(np.int64)
     n_pos, n_neg = len(pos_c), len(neg)
     return WindowSample(

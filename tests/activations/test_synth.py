@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,11 +15,15 @@ from sklearn.metrics import roc_auc_score
 from activations.cache import ActivationCache
 from activations.errors import UserError
 from activations.synth import (
+    ANCHORED,
     CIRCLE,
     DENSE_PAIR,
+    DOCUMENT,
     HASH,
     HIDDEN,
     HOOK,
+    POSITION,
+    RULE,
     TOKEN,
     SynthConfig,
     load_truth,
@@ -131,6 +136,66 @@ def test_token_features_fire_exactly_on_their_token_sets(small: Path) -> None:
     both = a[:, plus].multiply(a[:, minus])
     assert both.nnz == 0
     assert min(truth.frequencies[plus], truth.frequencies[minus]) > 0.1
+
+
+def test_position_document_anchored_and_rule_features(small: Path) -> None:
+    truth = load_truth(small)
+    cache = ActivationCache.open(small)
+    tok = cache.tokens.reshape(-1)
+    keep = ~cache.mask.reshape(-1)
+    doc = cache.doc_ids.reshape(-1)
+    pos = np.tile(np.arange(SMALL.context_size), SMALL.n_seq)
+    a = truth.activations().tocsc()
+
+    def fires(j: int) -> np.ndarray:
+        out = np.zeros(len(tok), bool)
+        out[a[:, j].indices] = True
+        return out
+
+    assert [truth.kinds.count(k) for k in (POSITION, DOCUMENT, ANCHORED, RULE)] == [1, 1, 1, 1]
+    assert truth.kinds[-4:] == [POSITION, DOCUMENT, ANCHORED, RULE]  # the later kinds' columns come last
+    (j,) = truth.indices_of(POSITION)
+    lo, hi = truth.features[j]["positions"]
+    np.testing.assert_array_equal(fires(j), keep & (pos >= lo) & (pos < hi))
+    (j,) = truth.indices_of(DOCUMENT)
+    topic = np.unique(doc[fires(j)])
+    np.testing.assert_array_equal(fires(j), keep & np.isin(doc, topic))  # every token of its documents
+    words = np.isin(tok, truth.features[j]["topic_words"])
+    in_topic = np.isin(doc, topic) & keep
+    assert words[in_topic].mean() > 0.5 * SMALL.document_shift  # topic words shift the topic documents ...
+    assert words[keep & ~in_topic].mean() < 0.01  # ... and are rare elsewhere
+    taken = {t for k in (TOKEN, CIRCLE) for i in truth.indices_of(k) for t in truth.features[i]["token_set"]}
+    (j,) = truth.indices_of(ANCHORED)
+    (x,) = truth.features[j]["token_set"]
+    assert x not in taken and fires(j).sum() >= 100 and (tok[fires(j)] == x).all()
+    assert abs(np.mean(tok[keep] == x) - SMALL.anchored_token_freq) < 0.01
+    share = fires(j).sum() / (keep & (tok == x)).sum()
+    assert 0.15 < share < 0.5  # the hidden state is on about anchored_on of the time
+    (j,) = truth.indices_of(RULE)
+    (x,) = truth.features[j]["token_set"]
+    prev = np.r_[-1, tok[:-1]]
+    same_doc = np.r_[False, doc[1:] == doc[:-1]] & np.r_[False, keep[:-1]]  # and the same sequence
+    np.testing.assert_array_equal(
+        fires(j), keep & (tok == x) & (prev == truth.features[j]["previous"]) & same_doc
+    )
+    assert {x, truth.features[j]["previous"]}.isdisjoint(taken) and 0.3 < fires(j).sum() / (
+        keep & (tok == x)
+    ).sum() < 0.5
+
+
+def test_without_the_later_kinds_the_first_kinds_are_as_before(tmp_path: Path) -> None:
+    """Position features change nothing else; document, anchored and rule features edit the stream, so only token
+    sets, directions and scales of the first kinds stay (counts 0 give the generator's earlier caches)."""
+    base = SynthConfig(n_seq=60, seed=5, n_position=0, n_document=0, n_anchored=0, n_rule=0)
+    first = generate_synthetic(tmp_path / "first.h5", base)
+    n = first.n_features
+    calm = generate_synthetic(tmp_path / "calm.h5", dataclasses.replace(base, n_position=2))
+    full = generate_synthetic(tmp_path / "full.h5", SynthConfig(n_seq=60, seed=5))
+    assert (calm.activations()[:, :n] != first.activations()).nnz == 0
+    with h5py.File(tmp_path / "first.h5") as f, h5py.File(tmp_path / "calm.h5") as g:
+        np.testing.assert_array_equal(f["tokens"][:], g["tokens"][:])
+    np.testing.assert_array_equal(full.directions[:n], first.directions)
+    assert [f.get("token_set") for f in full.features[:n]] == [f.get("token_set") for f in first.features]
 
 
 def _lookup_aurocs(path: Path, kinds: tuple[str, ...]) -> dict[str, list[float]]:

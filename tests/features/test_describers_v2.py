@@ -129,7 +129,11 @@ def test_each_describer_labels_its_latent_and_no_other_beats_it(fan, latent):
     readable = frame.loc[latent, "readable"]
     expected = {POSITION: "(seq_pos): 1: 1.00", CAPITAL: "cur is capitalised", DOCUMENT: "'topic"}
     if fan.best_describer[latent] == "compose":  # the rule's leading term is then one of the owner's features
-        expected = {POSITION: "position: seq_pos", CAPITAL: "properties: cur is capitalised", DOCUMENT: "document:"}
+        expected = {
+            POSITION: "position: seq_pos",
+            CAPITAL: "properties: cur is capitalised",
+            DOCUMENT: "document:",
+        }
     assert expected[latent] in readable, readable
 
 

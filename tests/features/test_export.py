@@ -18,6 +18,7 @@ from activations.errors import UserError
 from features.exporters import FORMATS, export
 from features.selection import Selection, evaluate_where
 from tests.helpers.common import error_line, run_cli
+from tests.helpers.scored_run import TRAIN
 
 torch.set_num_threads(1)
 
@@ -165,7 +166,7 @@ def test_delphi_layout(exported):
     assert {"model_name", "cache_ctx_len", "n_splits", "dataset_repo"} <= set(cfg)
     shards = sorted(hook_dir.glob("*.safetensors"), key=lambda p: int(p.stem.split("_")[0]))
     edges = [tuple(map(int, p.stem.split("_"))) for p in shards]
-    assert edges[0][0] == 0 and edges[-1][1] == 63
+    assert edges[0][0] == 0 and edges[-1][1] == TRAIN.width - 1
     assert all(b[0] == a[1] + 1 for a, b in zip(edges, edges[1:], strict=False))  # contiguous, end inclusive
     from sae_lens import SAE
 

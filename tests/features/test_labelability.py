@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from features.labelability import LBLConfig, auroc, labelability, shuffled_control
+from features.labelability import LBLConfig, auroc, conditional, labelability, shuffled_control
 from features.labelability.windows import build_index, window_matrix
 from tests.helpers.common import FIXTURES
 from tests.helpers.describers import only_describers
@@ -142,21 +142,24 @@ EXPECTED = FIXTURES / "lbl_planted_expected.json"
 @pytest.mark.parametrize("case", ["planted", "planted_noprune", "planted_window_boot", "planted_control"])
 def test_tables_equal_those_of_the_code_before_the_registry(data, table, case):
     """Same seeds, same numbers: every column and every latent's test windows equal the stored expectation, which
-    the single-module LBL (before the describer registry) computed."""
+    the single-module LBL (before the describer registry) computed. Without centre hard negatives
+    (`centre_neg_per_pos = 0`) the sampling is LBL-v1's, so the expectation holds exactly; the conditional
+    columns come on top."""
     acts, tokens, doc_ids, mask, vocab = data
+    v1 = dataclasses.replace(CFG, centre_neg_per_pos=0.0)
     if case == "planted":
-        got = table
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), v1, 3, vocab=vocab)
     elif case == "planted_noprune":
-        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), dataclasses.replace(CFG, prune=False), 3,
+        got = labelability(acts, tokens, doc_ids, mask, np.arange(5), dataclasses.replace(v1, prune=False), 3,
                            vocab=vocab)  # fmt: skip
     elif case == "planted_window_boot":
-        cfg = dataclasses.replace(CFG, bootstrap_by_document=False)
+        cfg = dataclasses.replace(v1, bootstrap_by_document=False)
         got = labelability(acts, tokens, doc_ids, mask, np.arange(5), cfg, 5, vocab=vocab)
     else:
-        got = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), CFG, 3, vocab=vocab)
+        got = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), v1, 3, vocab=vocab)
     want = json.loads(EXPECTED.read_text())["cases"][case]
     frame = got.to_frame()
-    assert list(frame.columns) == list(want["columns"])
+    assert list(frame.columns) == list(want["columns"]) + list(conditional.KEYS)
     for name, values in want["columns"].items():
         if name == "decile_auroc":
             np.testing.assert_array_equal(np.array(frame[name].tolist()), np.array(values), err_msg=name)
@@ -194,6 +197,9 @@ def test_auroc_matches_hand_computation():
         {"spearman_min_pos": 1},
         {"n_deciles": 0},
         {"max_positives": 4},  # fewer than the 10 deciles it is shared by
+        {"centre_neg_per_pos": -0.5},
+        {"anchor_coverage": 0.0},
+        {"anchor_max_tokens": 0},
     ],
 )
 def test_config_validation_names_the_field(bad):

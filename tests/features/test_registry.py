@@ -143,7 +143,16 @@ def test_scoring_runs_every_criterion_in_order_with_c8(c8):
     ctx = _context(np.random.default_rng(0))
     defn = Definition(support=SupportConfig(min_firing_tokens=1, min_documents=1))
     res = run_criteria(ctx, defn, Timer())
-    assert list(res.outcomes) == ["support", "stability", "function", "mdl", "atomicity", "geometry", "learned", "share"]
+    assert list(res.outcomes) == [
+        "support",
+        "stability",
+        "function",
+        "mdl",
+        "atomicity",
+        "geometry",
+        "learned",
+        "share",
+    ]
     count = res.column("firing_count")
     np.testing.assert_allclose(res.column("share"), count / count.sum())
     assert res.merged("summary")["max_share"] == pytest.approx((count / count.sum()).max())

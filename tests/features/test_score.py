@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from activations.errors import UserError
-from activations.synth import HASH, HIDDEN, TOKEN, SynthConfig
+from activations.synth import ANCHORED, DOCUMENT, HASH, HIDDEN, POSITION, RULE, TOKEN, SynthConfig
 from activations.synth_write import generate_synthetic
-from features.labelability import shuffled_control
+from features.definition import Definition
+from features.labelability import describer_names, shuffled_control
 from features.score import ScoreJob, score
 from features.store import FeatureStore
 from sae_training.recovery import recovery
@@ -35,11 +36,20 @@ def _planted_kind(scored_run) -> np.ndarray:  # noqa: ANN001, F811
     return kind
 
 
+_DESCRIBED_BY = {POSITION: "position", DOCUMENT: "document"}
+"""Planted kinds only a describer of LBL-v2 labels (issue 11): until one named so is registered, LBL-v1 cannot label
+them, so they are left out of the flag's precision and their LBL is not asserted."""
+
+
+def _waiting_for_describer() -> list[str]:
+    return [kind for kind, name in _DESCRIBED_BY.items() if name not in describer_names()]
+
+
 def test_flags_match_planted_unlabelable(scored_run) -> None:  # noqa: F811
     t = FeatureStore.open(scored_run.run).table
     kind = _planted_kind(scored_run)
     unlabelable = np.isin(kind, [HASH, HIDDEN])
-    flagged = t["flag"].to_numpy()
+    flagged = t["flag"].to_numpy() & ~np.isin(kind, _waiting_for_describer())
     precision = (flagged & unlabelable).sum() / max(flagged.sum(), 1)
     recall = (flagged & unlabelable).sum() / unlabelable.sum()
     assert unlabelable.sum() >= 24  # most of the 28 planted hash/hidden features were recovered
@@ -52,6 +62,47 @@ def test_flags_match_planted_unlabelable(scored_run) -> None:  # noqa: F811
     supported = token & t["support_pass"].to_numpy()
     assert supported.sum() >= 12
     assert (t.loc[supported, "labelability"] >= 0.6).all()
+
+
+def _latent_of(scored_run, kind: str) -> int:  # noqa: ANN001, F811
+    """The latent of seed 0 that recovers the one planted feature of `kind` (cosine >= 0.9)."""
+    (latent,) = np.flatnonzero(_planted_kind(scored_run) == kind)
+    return int(latent)
+
+
+def test_token_anchored_flag_on_planted_kinds(scored_run) -> None:  # noqa: F811
+    t = FeatureStore.open(scored_run.run).table.set_index("feature")
+    cfg = Definition().flag
+    # fires on its token only while a hidden document state is on: labelled by the token as a whole, but which
+    # occurrences fire resists every describer
+    a = t.loc[_latent_of(scored_run, ANCHORED)]
+    assert a["token_anchored"] and a["well_defined"] and not a["flag"]
+    assert (
+        a["anchor_fraction"] < cfg.anchor_max_fraction
+        and a["lbl_conditional_hi"] < cfg.max_lbl_conditional_hi
+    )
+    # fires on its token only after a given previous token: also a minority of the token's occurrences, but the
+    # rule says which, so it is not token-anchored
+    r = t.loc[_latent_of(scored_run, RULE)]
+    assert (
+        r["well_defined"]
+        and r["anchor_fraction"] < cfg.anchor_max_fraction
+        and r["labelability"] >= cfg.max_lbl
+    )
+    assert r["lbl_conditional"] >= 0.8 and r["conditional_describer"] == "rule" and not r["token_anchored"]
+    # position and document features are never token-anchored
+    for kind in (POSITION, DOCUMENT):
+        assert not t.loc[_latent_of(scored_run, kind), "token_anchored"], kind
+    assert FeatureStore.open(scored_run.run).summary["token_anchored"] == int(t["token_anchored"].sum()) >= 1
+
+
+@pytest.mark.parametrize("kind", [POSITION, DOCUMENT])
+def test_position_and_document_features_are_labelled_and_not_flagged(scored_run, kind: str) -> None:  # noqa: F811
+    if kind in _waiting_for_describer():
+        pytest.skip(f"no describer named {_DESCRIBED_BY[kind]!r} is registered yet (issue 11, LBL-v2)")
+    row = FeatureStore.open(scored_run.run).table.loc[_latent_of(scored_run, kind)]
+    assert row["labelability"] >= 0.6 and row["best_describer"] == _DESCRIBED_BY[kind]
+    assert not row["flag"] and not row["token_anchored"]
 
 
 def test_shuffled_control_is_near_zero(scored_run) -> None:  # noqa: F811
@@ -142,4 +193,4 @@ def test_sae_folder_with_others_scores(scored_run, tmp_path: Path) -> None:  # n
                  cache=scored_run.cache, max_tokens=20_000, workers=1, control_latents=0, progress=False)
     )  # fmt: skip
     assert r.summary["tokens_scored"] <= 20_000 + 64 and r.summary["seeds"] == [0, 1]
-    assert FeatureStore.open(tmp_path / "ext").table["feature"].size == 64
+    assert FeatureStore.open(tmp_path / "ext").table["feature"].size == TRAIN.width

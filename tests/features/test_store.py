@@ -16,6 +16,7 @@ from activations.errors import UserError
 from features.definition import Definition, load_definition
 from features.store import FeatureStore
 from sae_training.run import load_member
+from tests.helpers.scored_run import TRAIN
 
 REQUIRED = [
     "feature",
@@ -55,10 +56,10 @@ REQUIRED = [
 def test_table_and_summary(scored_run) -> None:  # noqa: F811
     store = FeatureStore.open(scored_run.run)
     t = store.table
-    assert list(t["feature"]) == list(range(64))
+    assert list(t["feature"]) == list(range(TRAIN.width))
     assert not set(REQUIRED) - set(t.columns)
     s = store.summary
-    assert s["n_latents"] == 64 and s["flagged"] == int(t["flag"].sum())
+    assert s["n_latents"] == TRAIN.width and s["flagged"] == int(t["flag"].sum())
     assert s["well_defined"] == int(t["well_defined"].sum()) and s["seeds"] == [0, 1, 2]
     assert s["alive"] == int((t["firing_count"] > 0).sum())
     assert (t["flag"] <= t["well_defined"]).all()

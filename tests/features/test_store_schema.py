@@ -29,7 +29,11 @@ def test_store_md_tables_are_the_schemas():
 
 def test_every_column_and_dataset_is_declared_once():
     cols = [c.name for c in schema.table_columns()]
-    assert len(cols) == len(set(cols)) and cols[0] == "feature" and cols[-2:] == ["well_defined", "flag"]
+    assert (
+        len(cols) == len(set(cols))
+        and cols[0] == "feature"
+        and cols[-3:] == ["well_defined", "flag", "token_anchored"]
+    )
     names = [d.name for d in schema.datasets()]
     assert len(names) == len(set(names))
     assert schema.declared_dataset("downstream/embedding_shift").name == "downstream/<name>"

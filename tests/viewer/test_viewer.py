@@ -108,6 +108,26 @@ def test_table_filters_and_finds_by_token(scored_run, monkeypatch):  # noqa: F81
     assert any("out of range" in e.value for e in at.error)
 
 
+def test_a_token_anchored_latent_is_filterable_and_says_why(scored_run, monkeypatch):  # noqa: F811
+    run = scored_run.run
+    table = FeatureStore.open(run).table
+    anchored = table.loc[table["token_anchored"], "feature"].tolist()
+    assert anchored, "the scored synthetic run plants a token-anchored feature"
+    at = goto(app(run, monkeypatch), "Features")
+    at.selectbox(key="tb_flag").set_value("token-anchored").run()
+    ok(at)
+    shown = at.dataframe[0].value
+    assert shown["feature"].tolist() == anchored and {"lbl_conditional", "anchor_tokens"} <= set(
+        shown.columns
+    )
+    at = app(run, monkeypatch, feature=str(anchored[0]))
+    ok(at)
+    assert headers(at) == [f"Latent {anchored[0]} · TOKEN-ANCHORED"]
+    assert any("is token-anchored" in m.value for m in at.markdown)
+    conditions = at.dataframe[1].value  # after the definition's verdict table
+    assert "conditional LBL" in conditions["quantity"].tolist() and (conditions["verdict"] == "pass").all()
+
+
 def test_label_tester_scores_tokens_as_by_hand(scored_run, monkeypatch):  # noqa: F811
     run = scored_run.run
     store = FeatureStore.open(run)

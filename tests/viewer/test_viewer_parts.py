@@ -106,6 +106,14 @@ def test_filters_against_pandas_queries():
     assert sort_rows(t, "labelability", True)["feature"].tolist() == [1, 3, 5, 4, 0, 2]
 
 
+def test_token_anchored_filter():
+    t = pd.DataFrame({"feature": np.arange(4), "flag": [True, False, False, False],
+                      "token_anchored": [False, True, False, True]})  # fmt: skip
+    assert filter_table(t, TableFilter(flag="token-anchored"))["feature"].tolist() == [1, 3]
+    # a store scored before the column existed has no token-anchored latent
+    assert filter_table(t.drop(columns="token_anchored"), TableFilter(flag="token-anchored")).empty
+
+
 def test_run_folder_from_argv_or_environment(tmp_path):
     app = str(Path(cli.APP))
     assert run_dir_from([app, str(tmp_path)], {}) == tmp_path

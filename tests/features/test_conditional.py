@@ -155,7 +155,7 @@ def test_token_anchored_rule_needs_every_condition():
     from features.flags import FlagConfig, apply_flags, summarize
 
     cfg = FlagConfig()
-    ok = dict(support_pass=True, stability_pass=True, function_pass=True, mdl_pass=True, labelability=0.7,
+    ok = dict(support_pass=True, stability_pass=True, function_pass=True, mdl_pass=True, learned_pass=True, labelability=0.7,
               labelability_hi=0.8, n_test_pos=150, firing_count=300, best_describer="token", lbl_conditional=0.1,
               lbl_conditional_hi=0.3, n_cond_test_pos=120, anchor_fraction=0.3, anchor_coverage=0.9)  # fmt: skip
     spoil = [("support_pass", False), ("labelability", 0.39), ("anchor_coverage", 0.49), ("anchor_fraction", 0.5),

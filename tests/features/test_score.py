@@ -84,12 +84,11 @@ def test_token_anchored_flag_on_planted_kinds(scored_run) -> None:  # noqa: F811
     # fires on its token only after a given previous token: also a minority of the token's occurrences, but the
     # rule says which, so it is not token-anchored
     r = t.loc[_latent_of(scored_run, RULE)]
-    assert (
-        r["well_defined"]
-        and r["anchor_fraction"] < cfg.anchor_max_fraction
-        and r["labelability"] >= cfg.max_lbl
-    )
-    assert r["lbl_conditional"] >= 0.8 and r["conditional_describer"] == "rule" and not r["token_anchored"]
+    assert r["anchor_fraction"] < cfg.anchor_max_fraction and r["labelability"] >= cfg.max_lbl
+    assert r["lbl_conditional"] >= 0.8 and r["conditional_describer"] in ("rule", "compose")
+    assert not r["token_anchored"]
+    # a bigram is what a random network of the token stream computes too: C7 calls it not learned
+    assert not r["learned"] and not r["well_defined"]
     # position and document features are never token-anchored
     for kind in (POSITION, DOCUMENT):
         assert not t.loc[_latent_of(scored_run, kind), "token_anchored"], kind

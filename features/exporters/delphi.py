@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from activations.errors import UserError
+from features.exporters.context import ExportContext
 
 MIN_ACT = 1e-5  # delphi keeps |act| > 1e-5
 
@@ -32,7 +32,7 @@ def split_edges(d_sae: int, n_splits: int) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
+def write(ctx: ExportContext, folder: Path) -> None:
     from safetensors.numpy import save_file
 
     n_splits = ctx.option("n_splits", 5)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from features.exporters.context import ExportContext
 
 FILE = "directions.safetensors"
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
+def write(ctx: ExportContext, folder: Path) -> None:
     from safetensors.numpy import save_file
 
     from features.exporters.saelens_sub import sub_weights

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from activations.errors import UserError
+from features.exporters.context import ExportContext
 from features.store.sets import FeatureSet, load_sets, now_iso, save_set, validate_set_name
 
 FILE = "feature_set.json"
@@ -50,7 +51,7 @@ def _scalar(v: Any) -> Any:  # noqa: ANN401
     return str(v)
 
 
-def build(ctx: Any) -> dict[str, Any]:  # noqa: ANN401 - features.exporters.context.ExportContext
+def build(ctx: ExportContext) -> dict[str, Any]:
     """The feature-set document for the context's selection."""
     sel = ctx.selected
     rows = ctx.rows
@@ -83,7 +84,7 @@ def build(ctx: Any) -> dict[str, Any]:  # noqa: ANN401 - features.exporters.cont
     }
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401
+def write(ctx: ExportContext, folder: Path) -> None:  # noqa: ANN401
     doc = build(ctx)
     validate(doc)
     (folder / FILE).write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")

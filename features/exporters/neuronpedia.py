@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from features.exporters.context import ExportContext
+
 BATCH = 128
 CREATOR = "xenofeat"
 
@@ -62,7 +64,7 @@ def _dump(path: Path, rows: list[dict[str, Any]], gz: bool) -> None:
 
 
 def _activation_rows(
-    ctx: Any, latent: int, ids: dict[str, str], now: str
+    ctx: ExportContext, latent: int, ids: dict[str, str], now: str
 ) -> tuple[list[dict[str, Any]], float]:  # noqa: ANN401
     ex = ctx.store.examples(latent)
     vocab = ctx.store.vocab
@@ -99,7 +101,7 @@ def _activation_rows(
     return rows, max_act
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
+def write(ctx: ExportContext, folder: Path) -> None:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     model_id = slug(ctx.model_name())
     set_name = f"xenofeat-{slug(ctx.selected.name)}"

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from activations.errors import UserError
+from features.exporters.context import ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class SubWeights:
     calibration: dict[str, Any]
 
 
-def sub_weights(ctx: Any, sae: Any = None) -> SubWeights:  # noqa: ANN401 - ExportContext, sae_lens.SAE
+def sub_weights(ctx: ExportContext, sae: Any = None) -> SubWeights:  # noqa: ANN401 - sae_lens.SAE
     """The selected latents of the store's reference SAE in JumpReLU form (calibrating thresholds for TopK)."""
     cfg = ctx.sae_cfg()
     arch = str(cfg.get("architecture", ""))
@@ -84,7 +85,7 @@ def sub_weights(ctx: Any, sae: Any = None) -> SubWeights:  # noqa: ANN401 - Expo
                       np.asarray(thr, np.float32), arch, source, cfg, calibration)  # fmt: skip
 
 
-def calibrate(ctx: Any, sae: Any, sel: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:  # noqa: ANN401
+def calibrate(ctx: ExportContext, sae: Any, sel: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:  # noqa: ANN401
     """Per-latent thresholds just below the smallest firing value of the full SAE on the scored cache rows."""
     lo = np.full(len(sel), np.inf, np.float64)
     n_rows = 0
@@ -124,7 +125,7 @@ def build_sub_sae(w: SubWeights, metadata: dict[str, Any]) -> Any:  # noqa: ANN4
     return sub
 
 
-def agreement(ctx: Any, sae: Any, sub: Any, sel: np.ndarray) -> dict[str, Any]:  # noqa: ANN401
+def agreement(ctx: ExportContext, sae: Any, sub: Any, sel: np.ndarray) -> dict[str, Any]:  # noqa: ANN401
     """Firing precision/recall of the sub-SAE against the full SAE on the scored rows, and the max abs difference."""
     tp = fp = fn = 0
     max_diff = 0.0
@@ -151,7 +152,7 @@ def agreement(ctx: Any, sae: Any, sub: Any, sel: np.ndarray) -> dict[str, Any]: 
     }
 
 
-def write(ctx: Any, folder: Path) -> None:  # noqa: ANN401 - features.exporters.context.ExportContext
+def write(ctx: ExportContext, folder: Path) -> None:
     sae = ctx.load_sae()
     w = sub_weights(ctx, sae)
     meta = dict(w.cfg.get("metadata") or {})

@@ -251,4 +251,7 @@ def _random_table(
     table["stability_pass"] = table["stability"] >= defn.stability.min_stability
     table["function_pass"] = table["delta_sse"] > table["null_q95"]
     table["mdl_pass"] = table["bits_saved"] >= table["dl_bits"]
+    table["learned_r2"] = np.full(F, np.nan)  # an offline store: C7 not applicable, so it does not gate
+    table["learned"] = np.zeros(F, bool)
+    table["learned_pass"] = np.ones(F, bool)
     return apply_flags(table, defn.flag)

@@ -15,7 +15,7 @@ A latent found again in the other SAE has its partner among its few best rows; t
 only for rows whose best similarity is low anyway (unmatched latents), which take their partner from deeper in the
 list. Too few candidates starve those rows, and the sparse optimum can then move even a found latent to make room
 (at 1,024 x 128 with half the rows planted: k = 8 moved 1 of 560 found latents, k = 16 none, k = 64 matched every
-row as Hungarian did). `tests/test_stability.py` and `benchmarks/bench_stability.py` measure the agreement.
+row as Hungarian did). `tests/features/test_stability.py` and `benchmarks/bench_stability.py` measure the agreement.
 
 The similarity of row i of A and row j of B is the minimum over `pairs` of the cosines of their rows (one pair:
 the plain cosine; (decoder, encoder): the C2 similarity min(decoder cos, encoder cos)). Rows must be unit rows.

@@ -10,7 +10,7 @@ more dense matmuls of that size through the encoder. Only k of d_sae activations
 - the decode is an `embedding_bag` over the selected decoder rows (the same for the AuxK loss over dead latents).
 
 Losses are sae-lens's: MSE summed over d_in, averaged over tokens, plus the AuxK loss (Gao et al. 2024, App. B.1:
-k_aux = d_in // 2 dead latents reconstruct the residual, scaled by min(n_dead / k_aux, 1)). tests/test_training_step.py
+k_aux = d_in // 2 dead latents reconstruct the residual, scaled by min(n_dead / k_aux, 1)). tests/sae_training/test_training_step.py
 checks loss and gradients against sae-lens on the same weights and batch.
 """
 

@@ -15,7 +15,7 @@ and `compute(ctx, cfg) -> Outcome` from the streaming pass's inputs (`registry.C
 - `geometry` (C6, tag): clusters of decoder rows scored by separability S and mixture index M (Engels et al. 2024).
 
 Adding a criterion C7 is one new module, `features/criteria/<name>.py` (its settings class, functions, and a
-`CRITERION` with number 7), plus its tests (`tests/test_<name>.py`; `tests/test_registry.py` shows a toy C7 end to
+`CRITERION` with number 7), plus its tests (`tests/test_<name>.py`; `tests/features/test_registry.py` shows a toy C7 end to
 end). Nothing else changes: `registry.criteria()` finds the module, and from its declaration the definition gains a
 `[<name>]` section (`xenofeat definition show`, validation of users' files), the store's schema and STORE.md's table
 gain its columns (regenerate STORE.md with `features.store.schema.update_store_md()`; a test says when), `score`

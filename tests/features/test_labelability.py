@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module", autouse=True)
 def v1_describers():
     """This file pins LBL-v1 (token, rule, semantic; the fixture's numbers): the LBL-v2 describers have their own
-    tests (tests/test_describers_v2.py)."""
+    tests (tests/features/test_describers_v2.py)."""
     with only_describers():
         yield
 

@@ -120,6 +120,11 @@ def test_random_init_copy_is_reproducible_and_different():
     b = capture(rnd, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
     c = capture(again, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
     assert torch.equal(b, c) and not torch.allclose(a, b, atol=1e-2)
+    # C7's copy for the control's own cache is a second draw (init seed 1): same shape, other weights
+    other = load_model("random-init:default", init_seed=1)
+    assert other.fingerprint() not in (rnd.fingerprint(), trained.fingerprint())
+    d = capture(other, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
+    assert d.shape == b.shape and not torch.allclose(b, d, atol=1e-2)
 
 
 def test_control_config_swaps_only_the_model():

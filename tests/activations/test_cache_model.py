@@ -8,6 +8,7 @@ from transformers import AutoModel
 
 from activations.cache import ActivationCache
 from activations.model import embedded_model_dir
+from tests.helpers.common import error_line, run_cli
 
 
 def test_activations_equal_transformers_hidden_states(small_cache):
@@ -138,3 +139,14 @@ def test_control_config_swaps_only_the_model():
     }
     assert ctl["train"] == cfg["train"] and ctl["score"] == cfg["score"]
     assert cfg["cache"]["model"] == "default"  # the caller's config is left alone
+
+
+def test_a_random_init_control_of_a_model_that_cannot_load_is_one_line(tmp_path):
+    """`xenofeat run --control` caches `random-init:MODEL`; a MODEL that is no model is one line, nothing written."""
+    not_a_model = tmp_path / "empty-model-dir"
+    not_a_model.mkdir()
+    out = tmp_path / "control" / "cache.h5"
+    res = run_cli("cache", "--model", f"random-init:{not_a_model}", "--max-tokens", "1000", "--out", str(out))
+    line = error_line(res)
+    assert line.startswith(f"xenofeat: error: --model: cannot load 'random-init:{not_a_model}'"), line
+    assert not out.exists()

@@ -33,6 +33,7 @@ def run_layer(cache: Path, layer: int, work: Path) -> dict[str, Any]:
     hook = f"blocks.{layer}.hook_resid_post"
     out = work / f"block-{layer}"
     run_dir = out / "sae"
+    out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     info = read_run_json(run_dir) if run_dir.is_dir() else None
     if info is None or info.get("status") != "complete":

@@ -161,7 +161,7 @@ def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, i
                   defn: Definition, job: Any) -> dict[str, Any]:  # fmt: skip  # noqa: ANN401
     """summary.json's content (timings are added once the store is written); `inputs` is the job's resolved
     `features.sae_inputs.Inputs`, `job` the `ScoreJob`."""
-    fs = summarize(table)
+    fs = summarize(table, defn.flag)
     scored = table["best_describer"] != NOT_SCORED["best_describer"]
     return {
         "xenofeat_version": __version__,
@@ -172,6 +172,7 @@ def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, i
         "passes": fs.passes,
         "flagged_by_describer": fs.flagged_by_describer,
         "token_anchored": fs.token_anchored,
+        "flagged_without_learned": fs.flagged_without_learned,
         "best_describer": {
             str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()
         },

@@ -5,7 +5,8 @@ keyword: a text's marked token is one of the explanation's quoted tokens -> "1".
 top log-probabilities of "1" and "0" when asked (0.9 / 0.1 on a keyword, 0.2 / 0.8 otherwise); without, it ignores
 the request for them. It can misbehave on purpose: answer the first requests with HTTP errors or a malformed body
 (`fail`), stall on the first request (`stall_first_s`), refuse any model but its own (404 with a message, as vLLM
-does), or die for good after answering `die_after` requests. Every request is recorded (`requests`).
+does), or die for good after answering `die_after` requests. Every request is recorded (`requests`), and every
+request whose answer reached the client (`answered`).
 """
 
 from __future__ import annotations
@@ -96,8 +97,6 @@ class ChatServer:
                 top = [{"token": "1", "logprob": math.log(p)}, {"token": "0", "logprob": math.log(1 - p)}]
                 choice["logprobs"] = {"content": [{"token": content, "logprob": 0.0, "top_logprobs": top}]}
         choice["message"] = {"role": "assistant", "content": content}
-        with self._lock:
-            self.answered.append(body)
         return 200, json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode(), stall
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -116,7 +115,13 @@ class ChatServer:
                 if status == 429:
                     self.send_header("Retry-After", "0")
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client gave up waiting (its timeout): not answered
+                if status == 200 and b"choices" in data:
+                    with owner._lock:
+                        owner.answered.append(body)
                 if owner.die_after is not None and len(owner.answered) >= owner.die_after:
                     threading.Thread(target=owner.stop, daemon=True).start()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from features.exporters import export
 from features.explain import ExplainJob, explain
+from features.exporters import export
 from features.selection import Selection
 from features.store import FeatureStore
 from tests.helpers.chat_server import ChatServer

@@ -23,6 +23,7 @@ from features.criteria.registry import Context, Outcome, criteria
 from features.definition import Definition, definition_to_toml
 from features.flags import summarize
 from features.labelability import LBLConfig, LBLTable, run_lbl, shuffled_control
+from features.labelability.llm import add_blank_columns
 from features.store.writer import ExamplesAttrs, StoreContent
 
 NOT_SCORED = {
@@ -146,7 +147,8 @@ def lbl_runner(workers: int, progress: bool) -> Callable[..., LBLTable]:
 
 
 def feature_table(crit: CriteriaResults, lbl: LBLResults) -> pd.DataFrame:
-    """The per-latent table before the flag (column order is the writer's business)."""
+    """The per-latent table before the flag (column order is the writer's business); the llm describer's columns
+    are blank (it runs only in `xenofeat explain`, never while scoring)."""
     n = len(lbl.frame)
     table = pd.DataFrame({"feature": np.arange(n, dtype=np.int64)})
     for out in crit.outcomes.values():
@@ -154,7 +156,7 @@ def feature_table(crit: CriteriaResults, lbl: LBLResults) -> pd.DataFrame:
             table[name] = np.asarray(values)
     for name in lbl.frame.columns:
         table[name] = lbl.frame[name].to_numpy()
-    return table
+    return add_blank_columns(table)
 
 
 def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, inputs: Any, res: Any,

@@ -2,8 +2,12 @@
 
 `well_defined` = the conjunction of the pass columns of every criterion that gates (C1-C4, read from the registry
 `features.criteria.registry`); `flag = well_defined & (labelability < max_lbl) & (labelability_hi < max_lbl_hi)
-& (n_test_pos >= min_test_pos)`. A latent whose labelability was not measured (NaN) is never flagged: every
-comparison with NaN is false. Vectorised over a table (a pandas DataFrame or a mapping of equal-length arrays).
+& (n_test_pos >= min_test_pos) & (labelability_strong < max_lbl)`. A latent whose labelability was not measured
+(NaN) is never flagged: every comparison with NaN is false. The last term is the strong firings' LBL (the top
+`[labelability] strong_deciles` activation quantiles alone): a latent whose strong firings a describer labels is not
+flagged, however unlabelled its weak firings are (with TopK, k latents fire on every token, so a latent's weakest
+firings are often noise; a person names a latent from its top examples). Where the strong firings' LBL was not
+measured (NaN: no held-out positive among them, or a store scored before it existed) it does not block the flag. Vectorised over a table (a pandas DataFrame or a mapping of equal-length arrays).
 This module also owns the `[flag]` section, the `well_defined` / `flag` columns and the flag's rows of the viewer's
 verdict table (`verdict_table`, which reads every criterion's declared rows first).
 
@@ -75,6 +79,9 @@ COLUMNS = (
 VERDICTS = (
     VerdictRow("labelability (LBL)", "labelability", "<", setting="max_lbl"),
     VerdictRow("LBL bootstrap upper bound", "labelability_hi", "<", setting="max_lbl_hi"),
+    VerdictRow(
+        "LBL of the strong firings (top activation quantiles)", "labelability_strong", "<", setting="max_lbl"
+    ),
     VerdictRow("held-out positives", "n_test_pos", "≥", setting="min_test_pos"),
 )
 
@@ -108,16 +115,22 @@ def flag(
     labelability_hi: np.ndarray,
     n_test_pos: np.ndarray,
     cfg: FlagConfig,
+    labelability_strong: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(F,) bool: well defined, LBL and its bootstrap upper bound below their thresholds, enough test positives."""
+    """(F,) bool: well defined, LBL and its bootstrap upper bound below their thresholds, enough test positives,
+    and the strong firings' LBL below `max_lbl` too where it was measured (NaN or None: LBL as a whole decides)."""
     lbl = np.asarray(labelability, dtype=np.float64)
     hi = np.asarray(labelability_hi, dtype=np.float64)
     n_pos = np.asarray(n_test_pos, dtype=np.float64)
+    strong = (
+        np.full(len(lbl), np.nan) if labelability_strong is None else np.asarray(labelability_strong, float)
+    )
     return (
         np.asarray(is_well_defined, bool)
         & (lbl < cfg.max_lbl)
         & (hi < cfg.max_lbl_hi)
         & (n_pos >= cfg.min_test_pos)
+        & ~(strong >= cfg.max_lbl)  # NaN compares false: not measured does not block the flag
     )
 
 
@@ -158,6 +171,7 @@ def apply_flags(table: pd.DataFrame | Mapping[str, np.ndarray], cfg: FlagConfig)
         df["labelability_hi"].to_numpy(),
         df["n_test_pos"].to_numpy(),
         cfg,
+        df["labelability_strong"].to_numpy() if "labelability_strong" in df else None,
     )
     df["token_anchored"] = (
         token_anchored(df["well_defined"], df, cfg) if anchored else np.zeros(len(df), bool)
@@ -190,7 +204,8 @@ def without_learned(table: pd.DataFrame, cfg: FlagConfig) -> np.ndarray | None:
     for c in pass_columns():
         if c != "learned_pass":
             wd &= np.asarray(table[c], bool)
-    return flag(wd, table["labelability"], table["labelability_hi"], table["n_test_pos"], cfg)
+    strong = table.get("labelability_strong")
+    return flag(wd, table["labelability"], table["labelability_hi"], table["n_test_pos"], cfg, strong)
 
 
 def summarize(table: pd.DataFrame, cfg: FlagConfig | None = None) -> FlagSummary:

@@ -168,8 +168,9 @@ def _scatter(t: pd.DataFrame, defn: Any) -> None:  # noqa: ANN401 - features.def
         md_text(
             f"Shaded: the flag region: LBL < {region.max_lbl} and {region.y} ≥ {region.y_min} (C2). Every flagged "
             f"latent (red) lies in it. A latent there is flagged when it also passes {others or 'nothing else'} "
-            f"(grey: it fails one), LBL's bootstrap upper bound is < {region.max_lbl_hi} and it has ≥ "
-            f"{region.min_test_pos} held-out positives (blue there: one of these fails). {region.y}: fraction of "
+            f"(grey: it fails one), LBL's bootstrap upper bound is < {region.max_lbl_hi}, its strong firings' LBL "
+            f"is < {region.max_lbl} and it has ≥ {region.min_test_pos} held-out positives (blue there: one of these "
+            f"fails). {region.y}: fraction of "
             "the other seeds in which the latent is found; points sharing a value are spread vertically within its "
             "side of the threshold. Click a point to open its page."
         )

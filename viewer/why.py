@@ -132,7 +132,9 @@ def decile_reading(decile_auroc: np.ndarray) -> str | None:
         f"Strong firings (top {k} of {len(dec)} activation deciles) labelled at AUROC {_num(strong)}; "
         f"weak (bottom {k}) at {_num(weak)}. LBL's AUROC is the mean over deciles (each holds an equal share of "
         "the held-out positives), so a latent whose strong firings are labelled and whose weak ones are not gets an "
-        "LBL in between and can be flagged."
+        "LBL in between; the flag also needs the strong firings' own LBL (every describer, top quantiles only: the "
+        "row 'LBL of the strong firings') below max_lbl, so such a latent is not flagged: a person names it from "
+        "its top examples."
     )
 
 

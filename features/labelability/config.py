@@ -64,6 +64,11 @@ class LBLConfig(Settings):
     """Fewest test positives behind the `spearman` column (NaN below)."""
     n_deciles: int = integer(10, 1, 100)
     """Activation rank quantiles the positives are stratified over; `decile_auroc` has one value per quantile."""
+    strong_deciles: int = integer(3, 1, 100)
+    """The strong firings: the top this many of the `n_deciles` activation quantiles. `labelability_strong` is LBL
+    on them alone (every describer's held-out scores; these quantiles' positives against all negatives), and the
+    flag needs it below `max_lbl` too: a latent whose strong firings are labelled is what a person names from its
+    top examples, whatever its weak firings (with TopK often noise) do."""
     position_exact: int = integer(16, 1, 4096)
     """Position look-ups (`position` describer): indices below this get a bucket each; from it on, buckets are
     log2-spaced, [e * 2^k, e * 2^(k+1)) for e = this value."""
@@ -102,6 +107,10 @@ class LBLConfig(Settings):
         if self.rule_bag > self.window:
             raise SettingError(
                 "rule_bag", self.rule_bag, f"is out of range [1, {self.window}] (at most `window`)"
+            )
+        if self.strong_deciles > self.n_deciles:
+            raise SettingError(
+                "strong_deciles", self.strong_deciles, f"must be at most n_deciles ({self.n_deciles})"
             )
         if self.max_positives < self.n_deciles:
             raise SettingError(

@@ -170,7 +170,22 @@ def _run(
         config=cfg,
         test_windows=windows,
         conditional=conditional_arrays(rows),
+        labelability_strong=col("labelability_strong"),
     )
+
+
+def strong_lbl(
+    scores: dict[str, np.ndarray], y_te: np.ndarray, decile_te: np.ndarray, cfg: LBLConfig
+) -> float:
+    """LBL of the strong firings: clip(2 * AUROC - 1, 0, 1) with the best describer on the test positives of the
+    top `strong_deciles` activation quantiles against all test negatives (NaN when none of them is held out)."""
+    top = (decile_te >= cfg.n_deciles - cfg.strong_deciles) & y_te
+    if not top.any():
+        return float("nan")
+    weights = (top | ~y_te).astype(np.float64)
+    values = [float(auroc(sc, y_te, weights[None, :])[0]) for sc in scores.values()]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.clip(2 * max(finite) - 1, 0, 1)) if finite else float("nan")
 
 
 def lbl_target(cfg: LBLConfig, dense: bool) -> str:
@@ -191,6 +206,7 @@ def _empty_row(
         "best_describer": "none",
         "aurocs": {d.name: np.nan for d in describers},
         "decile_auroc": np.full(cfg.n_deciles, np.nan),
+        "labelability_strong": np.nan,
         "n_test_pos": n_test_pos,
         "readable": why,
         "spearman": np.nan,
@@ -279,6 +295,7 @@ def _score_latent(
         "best_describer": best,
         "aurocs": {d.name: aurocs.get(d.name, np.nan) for d in describers},
         "decile_auroc": dec_auroc,
+        "labelability_strong": strong_lbl(scores, y_te, decile[te], cfg),
         "n_test_pos": n_test_pos,
         "readable": readable[best],
         "spearman": rho,

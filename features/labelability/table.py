@@ -55,6 +55,14 @@ class LBLTable:
     None: "firing" for every latent."""
     conditional: dict[str, np.ndarray] = field(default_factory=dict)
     """Conditional labelability's columns by name (`conditional.COLUMNS`), aligned with `latents`."""
+    labelability_strong: np.ndarray | None = None
+    """LBL of the strong firings (`run.strong_lbl`); None: not measured (NaN)."""
+
+    def strong(self) -> np.ndarray:
+        """`labelability_strong` as an array (NaN where not measured)."""
+        if self.labelability_strong is None:
+            return np.full(len(self.latents), np.nan)
+        return np.asarray(self.labelability_strong, np.float64)
 
     def targets(self) -> np.ndarray:
         """`lbl_target` as an array of str ("firing" where not given)."""
@@ -77,6 +85,7 @@ class LBLTable:
                 "spearman": self.spearman,
                 "lbl_target": self.targets().astype(str),
                 **self.conditional,
+                "labelability_strong": self.strong(),
             }
         )
 
@@ -105,6 +114,9 @@ def lbl_columns(describers: Sequence[Describer] | None = None) -> list[Column]:
                "top activation quantiles vs its bottom ones and non-firing windows), or none (not scored)",
                "labelability"),
         *conditional.COLUMNS,
+        Column("labelability_strong", "float64", "LBL of the strong firings alone: the best describer's held-out "
+               "AUROC on the top `strong_deciles` activation quantiles' positives against all negatives, as "
+               "clip(2 * AUROC - 1, 0, 1); the flag needs it below max_lbl too", "labelability"),
     ]  # fmt: skip
 
 
@@ -132,4 +144,5 @@ def merge_tables(parts: list[LBLTable]) -> LBLTable:
         test_windows={k: v for p in parts for k, v in p.test_windows.items()},
         lbl_target=cat([p.targets() for p in parts]),
         conditional={name: cat([p.conditional[name] for p in parts]) for name in parts[0].conditional},
+        labelability_strong=cat([p.strong() for p in parts]),
     )

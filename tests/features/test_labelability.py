@@ -159,7 +159,7 @@ def test_tables_equal_those_of_the_code_before_the_registry(data, table, case):
         got = shuffled_control(acts, tokens, doc_ids, mask, np.arange(4), v1, 3, vocab=vocab)
     want = json.loads(EXPECTED.read_text())["cases"][case]
     frame = got.to_frame()
-    assert list(frame.columns) == list(want["columns"]) + list(conditional.KEYS)
+    assert list(frame.columns) == list(want["columns"]) + list(conditional.KEYS) + ["labelability_strong"]
     for name, values in want["columns"].items():
         if name == "decile_auroc":
             np.testing.assert_array_equal(np.array(frame[name].tolist()), np.array(values), err_msg=name)

@@ -75,10 +75,13 @@ def _check_region(table: pd.DataFrame, defn: Definition) -> np.ndarray:
     assert flagged.sum() == table["flag"].sum() > 0, "every flagged latent is drawn"
     assert inside[flagged].all()
     assert not (inside & wd & ~flagged & (frame["labelability"] >= defn.flag.max_lbl)).any()
-    # a well-defined latent inside but not flagged fails one of the flag's other two conditions (from the table)
+    # a well-defined latent inside but not flagged fails one of the flag's other conditions (from the table): the
+    # bootstrap upper bound, the held-out positives, or the strong firings' LBL
     rest = table.set_index("feature").loc[frame.loc[inside & wd & ~flagged, "feature"]]
     assert (
-        (rest["labelability_hi"] >= defn.flag.max_lbl_hi) | (rest["n_test_pos"] < defn.flag.min_test_pos)
+        (rest["labelability_hi"] >= defn.flag.max_lbl_hi)
+        | (rest["n_test_pos"] < defn.flag.min_test_pos)
+        | (rest["labelability_strong"] >= defn.flag.max_lbl)
     ).all()
     # each point is drawn on the side of C2's threshold its pass column says
     assert ((frame["y_plot"] >= region.y_min) == frame["stability_pass"]).all()
@@ -171,7 +174,7 @@ def test_flagged_page_leads_with_why(scored_run, monkeypatch):
         if c.verdicts:
             expect = ("pass" if row[c.passes] else "fail") if c.gates else shown[c.label]
             assert shown[c.label] == expect, c.label
-    assert [shown[k] for k in shown if k.startswith("flag:")] == ["pass", "pass", "pass"]
+    assert [shown[k] for k in shown if k.startswith("flag:")] == ["pass"] * 4
     line = next(m.value for m in at.markdown if m.value.startswith("Held-out AUROC"))
     for d in registered_describers():
         assert f"{d.name} {row[f'auroc_{d.name}']:.3g}" in line

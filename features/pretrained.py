@@ -97,11 +97,15 @@ def load_pretrained(value: str, option: str) -> Any:  # noqa: ANN401 - sae_lens.
     try:
         return SAE.from_pretrained(spec.release, spec.sae_id, device="cpu", dtype="float32")
     except LocalEntryNotFoundError:
-        # offline and not in the local cache (or online and unreachable): nothing was loaded
-        where = "offline: " if os.environ.get("XENOFEAT_ONLINE") != "1" else ""
+        # offline and not in the local cache, or online but the hub could not be reached: nothing was loaded
+        what = f"release {spec.release} (SAE {spec.sae_id}, Hugging Face repo {repo})"
+        if os.environ.get("XENOFEAT_ONLINE") != "1":
+            raise UserError(
+                f"{option}: offline: {what} is not in the local Hugging Face cache; set XENOFEAT_ONLINE=1 to "
+                "download it"
+            ) from None
         raise UserError(
-            f"{option}: {where}release {spec.release} (SAE {spec.sae_id}, Hugging Face repo {repo}) is not in the "
-            "local Hugging Face cache; set XENOFEAT_ONLINE=1 to download it"
+            f"{option}: {what} could not be downloaded (is the hub reachable?) and is not in the local cache"
         ) from None
     except (HfHubHTTPError, OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

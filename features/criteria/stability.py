@@ -279,7 +279,11 @@ CRITERION = Criterion(
             _OWNER,
         ),
         Column(
-            "stability_pass", "bool", "C2: found in enough seeds as a row, or as its pair's subspace", _OWNER
+            "stability_pass",
+            "bool",
+            "C2: found in enough seeds as a row, or as its pair's subspace; True where C2 is not applicable (no "
+            "other seeds: its other columns NaN)",
+            _OWNER,
         ),
     ),
     datasets=(

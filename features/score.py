@@ -1,7 +1,8 @@
 """The scoring job behind `xenofeat score`: WDF-v1 criteria, LBL-v1 and the flag for every latent, into a store.
 
 `score(job)` resolves the SAEs and the cache (a run folder's ensemble, or `--sae DIR --others DIR... --cache F`, or
-a pretrained `--sae sae-lens:RELEASE/SAE_ID`; C2's other seeds as `--stability` says, `features.pretrained`), streams the cache once with the reference SAE (`features.streaming`), computes C1-C6 on the (T, F) codes and the
+a pretrained `--sae sae-lens:RELEASE/SAE_ID`; C2's other seeds as `--stability` says, see `features.pretrained`),
+streams the cache once with the reference SAE (`features.streaming`), computes C1-C6 on the (T, F) codes and the
 SAE weights, LBL on the latents that fire (split over `workers` processes by latent: LBL results do not depend on
 the chunking), applies the flag, and writes the store atomically: everything goes into `RUN/features.tmp/`, which
 `features.store.publish` makes `RUN/features/` only at the end. A rerun after an interruption discards the unfinished

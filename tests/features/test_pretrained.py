@@ -79,8 +79,9 @@ class World:
         return {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "XENOFEAT_ONLINE": "0"}
 
     def score(self, out: Path, *args: str, hf_home: Path | None = None):  # noqa: ANN201
+        # a generous timeout: the suite may share its cores with other work
         return run_cli("score", str(out), *args, "--cache", str(self.cache), "--workers", "1", "--quiet",
-                       env=self.env(hf_home))  # fmt: skip
+                       env=self.env(hf_home), timeout=1800)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,11 @@ def test_offline_release_missing_from_cache_fails_at_once(world: World, tmp_path
     empty = tmp_path / "empty-hf"
     empty.mkdir()
     line = error_line(world.score(tmp_path / "out", "--sae", world.spec, hf_home=empty))
-    assert f"release {RELEASE}" in line and world.repo_id in line and "not in the local Hugging Face cache" in line
+    assert (
+        f"release {RELEASE}" in line
+        and world.repo_id in line
+        and "not in the local Hugging Face cache" in line
+    )
     assert "XENOFEAT_ONLINE=1" in line
     assert not (tmp_path / "out").exists()
 
@@ -179,8 +184,12 @@ def test_stability_option_bad_combinations(world: World, tmp_path: Path) -> None
     out = tmp_path / "out"
     line = error_line(world.score(out, "--sae", world.spec, "--stability", "seeds"))
     assert "--others" in line and "1 more" in line and "--stability none" in line
-    line = error_line(world.score(out, "--sae", world.spec, "--others", str(world.sae_dir), "--stability", "none"))
+    line = error_line(
+        world.score(out, "--sae", world.spec, "--others", str(world.sae_dir), "--stability", "none")
+    )
     assert "--others: only with --stability seeds" in line
-    line = error_line(world.score(out, "--sae", world.spec, "--stability", "companions", "--companion-tokens", "0"))
+    line = error_line(
+        world.score(out, "--sae", world.spec, "--stability", "companions", "--companion-tokens", "0")
+    )
     assert "--companion-tokens" in line
     assert not out.exists()

@@ -1,6 +1,7 @@
 """The scoring job behind `xenofeat score`: WDF-v1 criteria, LBL-v1 and the flag for every latent, into a store.
 
-`score(job)` resolves the SAEs and the cache (a run folder's ensemble, or `--sae DIR --others DIR... --cache F`),
+`score(job)` resolves the SAEs and the cache (a run folder's ensemble, or `--sae DIR --others DIR... --cache F`, or
+a pretrained `--sae sae-lens:RELEASE/SAE_ID`; C2's other seeds as `--stability` says, see `features.pretrained`),
 streams the cache once with the reference SAE (`features.streaming`), computes C1-C6 on the (T, F) codes and the
 SAE weights, LBL on the latents that fire (split over `workers` processes by latent: LBL results do not depend on
 the chunking), applies the flag, and writes the store atomically: everything goes into `RUN/features.tmp/`, which
@@ -24,6 +25,7 @@ from features import store as st
 from features.criteria.registry import Context
 from features.definition import load_definition
 from features.flags import apply_flags
+from features.pretrained import STABILITY_MODES, train_companions
 from features.sae_inputs import Inputs, resolve_inputs
 from features.scoring import (
     Timer,
@@ -74,10 +76,15 @@ class ScoreJob:
     """Definition TOML file; None: the built-in WDF-v1."""
     max_tokens: int | None = 1_000_000
     """Cap on the cache tokens scored (whole sequences from the start of the cache); None: all."""
-    sae: Path | None = None
-    """A sae-lens SAE folder to score instead of the run's seed-0 member."""
-    others: tuple[Path, ...] = ()
-    """sae-lens folders of the other seeds for C2 (with `sae`)."""
+    sae: Path | str | None = None
+    """A sae-lens SAE folder, or a pretrained `sae-lens:RELEASE/SAE_ID`, to score instead of the run's seed 0."""
+    others: tuple[Path | str, ...] = ()
+    """sae-lens folders or pretrained SAEs of the other seeds for C2 (with `sae`)."""
+    stability: str | None = None
+    """What C2 matches against (`features.pretrained.STABILITY_MODES`); None: `none` for one pretrained SAE without
+    `others`, else `seeds`."""
+    companion_tokens: int = 2_000_000
+    """Training tokens of each seed companion (`stability="companions"`)."""
     cache: Path | None = None
     """Activation cache (required with `sae`; default: the run's cache)."""
     overwrite: bool = False
@@ -103,6 +110,10 @@ class ScoreJob:
             raise UserError(f"--workers: must be positive, got {self.workers}")
         if self.sae is None and self.others:
             raise UserError("--others: only with --sae (a run folder scores its own ensemble)")
+        if self.stability is not None and self.stability not in STABILITY_MODES:
+            raise UserError(f"--stability: one of {', '.join(STABILITY_MODES)}, got {self.stability!r}")
+        if self.companion_tokens < 1:
+            raise UserError(f"--companion-tokens: must be positive, got {self.companion_tokens}")
         if self.sae is not None and self.cache is None:
             raise UserError("--cache: required with --sae (the cache to score the SAE on)")
         try:
@@ -137,9 +148,12 @@ class ScoreResult:
 def score(job: ScoreJob) -> ScoreResult:
     """Run the whole scoring job; returns the published store's folder and summary."""
     defn = load_definition(job.definition)
-    inputs = resolve_inputs(job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn)
+    inputs = resolve_inputs(
+        job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn, stability=job.stability
+    )
     dest = job.out if job.out is not None else job.run
     tmp = prepare(dest, job.overwrite)
+    companions = add_companions(inputs, dest, job, max(2, defn.stability.min_seeds - 1))
     timer = Timer()
     with ActivationCache.open(inputs.cache_path) as cache:
         vocab = cache.vocab
@@ -158,6 +172,11 @@ def score(job: ScoreJob) -> ScoreResult:
     lbl = run_labelability(res, crit, defn, settings, lbl_runner(job.workers, job.progress), vocab, timer)
     table = apply_flags(feature_table(crit, lbl), defn.flag)
     summary = build_summary(table, crit, lbl, inputs, res, defn, job)
+    summary["stability"] = {
+        **summary.get("stability", {}),
+        "mode": inputs.stability,
+        "companions": companions,
+    }
     content = store_content(table, summary, crit, lbl, res, defn, settings, vocab)
     st.write_data(tmp, content)
     timer.lap("write")
@@ -165,6 +184,21 @@ def score(job: ScoreJob) -> ScoreResult:
     st.write_summary(tmp, summary)
     folder = publish(tmp, dest)
     return ScoreResult(folder, summary, table)
+
+
+def add_companions(inputs: Inputs, dest: Path, job: ScoreJob, n: int) -> str | None:
+    """With `--stability companions`: train `n` seed companions into DEST/companions (or reuse them) and make them
+    C2's other seeds; returns their run folder (None in other modes)."""
+    if inputs.stability != "companions":
+        return None
+    folder, seeds, saes = train_companions(
+        inputs.ref, inputs.cache_path, inputs.hook, dest, fingerprint=inputs.cache_fingerprint,
+        tokens=job.companion_tokens, n=n, overwrite=job.overwrite, progress=job.progress,
+    )  # fmt: skip
+    inputs.others = list(zip(seeds, saes, strict=True))
+    inputs.other_paths = [folder / f"seed-{s}" for s in seeds]
+    inputs.seeds = [inputs.seeds[0], *seeds]
+    return str(folder)
 
 
 def model_loader(cache_path: Path) -> Any:  # noqa: ANN401 - a Context.load_model callable

@@ -10,6 +10,11 @@ from features.cli import definition, explain, export
 from features.cli.summary import summary_text
 
 
+def _sae_arg(value: str) -> Path | str:
+    """An `--sae` / `--others` value: a pretrained `sae-lens:RELEASE/SAE_ID` as given, else a folder."""
+    return value if value.startswith("sae-lens:") else Path(value)
+
+
 def _score(args: argparse.Namespace) -> int:
     from features.score import ScoreJob, score
 
@@ -17,8 +22,10 @@ def _score(args: argparse.Namespace) -> int:
         run=Path(args.run),
         definition=Path(args.definition) if args.definition else None,
         max_tokens=args.max_tokens,
-        sae=Path(args.sae) if args.sae else None,
-        others=tuple(Path(p) for p in args.others or ()),
+        sae=_sae_arg(args.sae) if args.sae else None,
+        others=tuple(_sae_arg(p) for p in args.others or ()),
+        stability=args.stability,
+        companion_tokens=args.companion_tokens,
         cache=Path(args.cache) if args.cache else None,
         overwrite=args.overwrite,
         workers=args.workers,
@@ -48,9 +55,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-tokens", type=int, default=1_000_000, metavar="N", help="cache tokens scored (default 1M)"
     )
-    p.add_argument("--sae", metavar="DIR", help="score this sae-lens SAE folder instead of the run's seed 0")
     p.add_argument(
-        "--others", nargs="+", metavar="DIR", help="sae-lens folders of other seeds (with --sae, for C2)"
+        "--sae",
+        metavar="DIR|sae-lens:RELEASE/SAE_ID",
+        help="score this sae-lens SAE folder, or this pretrained SAE of sae-lens's registry (downloaded only with "
+        "XENOFEAT_ONLINE=1, else read from the local Hugging Face cache), instead of the run's seed 0",
+    )
+    p.add_argument(
+        "--others",
+        nargs="+",
+        metavar="DIR|sae-lens:...",
+        help="SAEs of other seeds (folders or pretrained; with --sae, for C2)",
+    )
+    p.add_argument(
+        "--stability",
+        choices=("seeds", "companions", "none"),
+        help="what C2 matches the SAE against: seeds (the run's other seeds or --others), companions (train 2 "
+        "SAEs of the same architecture and shape on the cache into OUT/companions/), none (C2 not applicable: "
+        "does not gate well_defined); default: none for one pretrained SAE without --others, else seeds",
+    )
+    p.add_argument(
+        "--companion-tokens",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="training tokens of each companion (--stability companions; default 2M)",
     )
     p.add_argument(
         "--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)"

@@ -30,11 +30,7 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         f"  token-anchored      {summary.get('token_anchored', 0)}  (fires on a minority of its tokens' "
         "occurrences, and which ones resists every describer)",
         f"  best describer      {by}  (LBL scored on {summary['lbl_scored']} latents)",
-        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}"
-        + _null(summary, "pw_mcc"),
-        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']}"
-        + _null(summary, "shared_fraction")
-        + f" (decoder cosine only: {summary['shared_fraction_dec']:.3f}{_null(summary, 'shared_fraction_dec')})",
+        *stability_lines(summary),
     ]
     if summary.get("stable_by_subspace"):
         lines.append(
@@ -44,6 +40,24 @@ def summary_text(summary: dict[str, Any], where: Path) -> str:
         lines.append(f"  shuffled control    mean LBL {ctl:.3f}")
     lines.append(f"store written: {where}")
     return "\n".join(lines) + "\n"
+
+
+def stability_lines(summary: dict[str, Any]) -> list[str]:
+    """C2's lines: what it matched against (other seeds, trained companions), or why it is not applicable."""
+    c2 = summary.get("stability") or {}
+    if c2.get("applicable") is False:
+        return [
+            f"  stability (C2)      not applicable (--stability {c2.get('mode', 'none')}): {c2['why_not']}"
+        ]
+    against = f"companions {c2['companions']}" if c2.get("mode") == "companions" else "other seeds"
+    return [
+        f"  PW-MCC              {summary['pw_mcc']:.3f} +- {summary['pw_mcc_std']:.3f} over seeds {summary['seeds']}"
+        + _null(summary, "pw_mcc"),
+        f"  shared fraction     {summary['shared_fraction']:.3f} at tau {summary['tau']}"
+        + _null(summary, "shared_fraction")
+        + f" (decoder cosine only: {summary['shared_fraction_dec']:.3f}{_null(summary, 'shared_fraction_dec')})",
+        *([f"  stability (C2)      matched against {against}"] if c2.get("mode") == "companions" else []),
+    ]
 
 
 def learned_lines(learned: dict[str, Any] | None) -> list[str]:

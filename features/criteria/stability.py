@@ -17,6 +17,10 @@ Antipodal pairs (C1's `partner`) are also matched as subspaces (`subspace_match`
 a pair splits one signed direction or plane between two latents, and may split it differently in every seed. A
 paired latent passes C2 when its own row is found in enough seeds or its pair's subspace is (principal-angle cosine
 >= `subspace_tau` in at least `min_stability` of the other seeds). Only pairs: C6's clusters are computed after C2.
+
+With no other seeds (one pretrained SAE scored with `--stability none`, `features.pretrained`), C2 is not
+applicable: its columns are NaN, `stability_pass` is True so that it does not gate `well_defined`, and the summary's
+`stability` table says so (no PW-MCC or shared fraction).
 """
 
 from __future__ import annotations
@@ -193,9 +197,28 @@ def stability_null(
     return StabilityNull(mcc, mcc_std, res.shared_fraction, res.shared_fraction_dec)
 
 
+def _not_applicable(ctx: Context) -> Outcome:
+    """C2 without other seeds: NaN columns, a pass that does not gate, empty matches."""
+    n = ctx.n_latents
+    nan = np.full(n, np.nan)
+    columns = {"stability": nan, "match_cos": nan, "subspace_cos": nan, "subspace_stability": nan,
+               "stability_pass": np.ones(n, bool)}  # fmt: skip
+    datasets = {
+        "matches/seeds": np.zeros(0, np.int64),
+        "matches/partner": np.zeros((0, n), np.int64),
+        "matches/cos": np.zeros((0, n), np.float32),
+        "matches/dec_cos": np.zeros((0, n), np.float32),
+    }
+    why = "no other seeds to match against (does not gate well_defined)"
+    summary = {"stability": {"applicable": False, "why_not": why, "n_others": 0}}
+    return Outcome(columns, None, summary=summary, datasets=datasets)
+
+
 def _compute(ctx: Context, cfg: StabilityConfig) -> Outcome:
     """C2 against the other seeds, with the SAE-level PW-MCC and shared fractions beside their nulls, and the
-    matches for the viewer."""
+    matches for the viewer; not applicable without other seeds."""
+    if not ctx.others:
+        return _not_applicable(ctx)
     stab = stability(ctx.enc, ctx.dec, ctx.others, cfg, ctx.partner)
     null = stability_null([ctx.dec.shape] + [dec.shape for _, dec in ctx.others], cfg)
     summary = {
@@ -208,6 +231,7 @@ def _compute(ctx: Context, cfg: StabilityConfig) -> Outcome:
         "shared_fraction_dec_null": null.shared_fraction_dec,
         "stable_by_subspace": int(stab.by_subspace.sum()),
         "tau": cfg.tau,
+        "stability": {"applicable": True, "why_not": None, "n_others": len(ctx.others)},
     }
     datasets = {
         "matches/seeds": np.asarray(ctx.seeds[1:], np.int64),
@@ -255,7 +279,11 @@ CRITERION = Criterion(
             _OWNER,
         ),
         Column(
-            "stability_pass", "bool", "C2: found in enough seeds as a row, or as its pair's subspace", _OWNER
+            "stability_pass",
+            "bool",
+            "C2: found in enough seeds as a row, or as its pair's subspace; True where C2 is not applicable (no "
+            "other seeds: its other columns NaN)",
+            _OWNER,
         ),
     ),
     datasets=(

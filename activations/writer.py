@@ -96,8 +96,10 @@ class CacheWriter:
         source: str = "model",
         overwrite: bool = False,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        extra_attrs: Mapping[str, str] | None = None,
     ) -> CacheWriter:
-        """Start a new cache file. Refuses an existing path unless `overwrite`."""
+        """Start a new cache file. Refuses an existing path unless `overwrite`. `extra_attrs`: more root
+        attributes (a shard's `shard` attribute)."""
         path = Path(path)
         if dtype not in fmt.DTYPES:
             raise UserError(f"--dtype: {dtype!r} is not one of {', '.join(fmt.DTYPES)}")
@@ -154,6 +156,8 @@ class CacheWriter:
         a[fmt.A_XENOFEAT_VERSION] = __version__
         a[fmt.A_SETTINGS] = json.dumps(dict(settings), sort_keys=True)
         a[fmt.A_SOURCE] = source
+        for k, v in (extra_attrs or {}).items():
+            a[k] = v
         f.flush()
         return cls(path, f)
 

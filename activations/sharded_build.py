@@ -18,6 +18,7 @@ shard. The steps, in order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import fields
@@ -43,7 +44,7 @@ from activations.shards import (
     shards_dir,
     write_index,
 )
-from activations.writer import CacheWriter
+from activations.writer import CacheWriter, repair_truncated
 
 OPTION = {"hooks": "--hook", "out": "--out"}  # CacheJob field -> its command-line option, where they differ
 
@@ -100,7 +101,13 @@ def _check_resumable(out: Path, world: World) -> None:
     with h5py.File(out, "r") as f:
         if bool(f.attrs.get(fmt.A_COMPLETE, False)):
             raise UserError(f"{out}: the cache is already complete; nothing to resume")
-    problem = check_folder(out, world.world_size) or shard_problem(out, manifest, world.rank, complete=False)
+    problem = check_folder(out, world.world_size)
+    own = manifest.path(out, world.rank)
+    if problem is None:
+        if own.is_file():
+            with contextlib.suppress(OSError):  # an unreadable shard is named by shard_problem below
+                repair_truncated(own)  # its write failed on a full disk: extend it to its recorded length
+        problem = shard_problem(out, manifest, world.rank, complete=False)
     if problem is not None:
         raise UserError(f"{problem}; start again with --overwrite")
 

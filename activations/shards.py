@@ -116,12 +116,15 @@ def read_manifest(f: h5py.File, path: Path) -> Manifest | None:
     except (TypeError, ValueError, KeyError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: attribute '{fmt.A_SHARDS}' is malformed ({str(err)[:80]})") from err
     contiguous = all(m.ranges[r][1] == m.ranges[r + 1][0] for r in range(len(m.ranges) - 1))
-    names_ok = all(
-        Path(p).parent.name == shards_dir(path).name and SHARD_NAME.fullmatch(Path(p).name) for p in files
-    )
-    if len(files) != m.world_size or len(ranges) != m.world_size or not contiguous or not names_ok:
+    if len(files) != m.world_size or len(ranges) != m.world_size or not contiguous:
         raise UserError(
             f"{path}: attribute '{fmt.A_SHARDS}' does not describe {m.world_size} contiguous shards"
+        )
+    folders = {Path(p).parent.name for p in files}
+    if folders != {shards_dir(path).name} or not all(SHARD_NAME.fullmatch(Path(p).name) for p in files):
+        raise UserError(
+            f"{path}: its shards are in {', '.join(sorted(folders))}, not {shards_dir(path).name}: a sharded "
+            "cache keeps the name it was written with (rename it back, or move it together with its folder)"
         )
     return m
 
@@ -253,8 +256,13 @@ def open_shards(f: h5py.File, path: Path, hooks: tuple[str, ...], complete: bool
     if complete:
         for rank, (a, b) in enumerate(m.ranges):
             if b > a:
-                for ds in held:
-                    ds[a]  # opens the shard file behind this block, for as long as `ds` lives
+                try:
+                    for ds in held:
+                        ds[a]  # opens the shard file behind this block, for as long as `ds` lives
+                except OSError as err:
+                    raise UserError(
+                        f"{m.path(path, rank)}: shard {rank} of {path} is corrupt ({str(err).splitlines()[0][:120]})"
+                    ) from err
                 if chunk_seqs is None:
                     with h5py.File(m.path(path, rank), "r") as shard:
                         chunks = shard[fmt.acts_path(hooks[0])].chunks

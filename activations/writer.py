@@ -66,6 +66,11 @@ def _open_for_resume(path: Path) -> h5py.File:
         return h5py.File(path, "r+")
 
 
+def repair_truncated(path: Path) -> None:
+    """Make a cache cut short by a full disk openable again (see `_open_for_resume`); OSError if it is not that."""
+    _open_for_resume(path).close()
+
+
 class CacheWriter:
     """Writes one cache file. Use `create` for a new file and `resume` for an interrupted one."""
 

@@ -25,7 +25,7 @@ from activations.errors import UserError
 from activations.model import LoadedModel, capture, check_hooks, load_model
 from activations.overwrite import check_location, check_replace_cache
 from activations.sequences import PackedCorpus, pack_corpus
-from activations.shards import Manifest, read_manifest, remove_shards
+from activations.shards import Manifest, check_replace_shards, read_manifest, remove_shards
 from activations.writer import CacheWriter
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def build_cache(
     check_location(out)
     if overwrite and not resume and (out.exists() or out.is_symlink()):
         check_replace_cache(out)  # before the model loads: a refusal costs nothing
+    if overwrite and not resume:
+        check_replace_shards(out)  # the shard folder of a sharded cache at `out` goes with it
     if resume and not out.exists():
         raise UserError(f"{out}: nothing to resume (the file does not exist)")
     if resume:

@@ -343,10 +343,7 @@ class ActivationCache:
         try:
             return self.activations(hook)[start:stop].astype(np.float32)
         except OSError as err:
-            where = self.path
-            if self.shards is not None:  # name the shard files behind these rows, where the damage is
-                m = self.shards.manifest
-                where = ", ".join(str(m.path(self.path, r)) for r in m.ranks_of(start, stop))
+            where = self.path if self.shards is None else self.shards.manifest.where(self.path, start, stop)
             raise corrupt_rows(where, hook, start, stop, err) from err
 
     def context(self, seq: int, pos: int, width: int = 16) -> Context:

@@ -88,9 +88,11 @@ class Manifest:
     def path(self, index: Path, rank: int) -> Path:
         return index.parent / self.files[rank]
 
-    def ranks_of(self, start: int, stop: int) -> list[int]:
-        """The ranks whose blocks hold any of the sequences [start, stop)."""
-        return [r for r, (a, b) in enumerate(self.ranges) if a < stop and start < b]
+    def where(self, index: Path, start: int, stop: int) -> str:
+        """The shard files that hold any of the sequences [start, stop), for messages."""
+        return ", ".join(
+            str(self.path(index, r)) for r, (a, b) in enumerate(self.ranges) if a < stop and start < b
+        )
 
 
 def new_manifest(out: Path, run_id: str, n_seq: int, batch_size: int, world_size: int) -> Manifest:

@@ -168,3 +168,30 @@ def test_more_ranks_than_batches_leaves_empty_shards(tmp_path: Path):
         np.testing.assert_array_equal(cache.read_acts(HOOK, 0, 3), acts)
     r = run_cli("cache", "validate", str(out))
     assert r.returncode == 0, r.stderr
+
+
+def test_one_process_overwrite_replaces_the_shards_too_and_refuses_foreign_files(
+    copy: Path, corpus_dir: Path
+):
+    args = [
+        "cache",
+        "--corpus",
+        str(corpus_dir),
+        "--out",
+        str(copy),
+        "--context-size",
+        "16",
+        "--max-tokens",
+        "60",
+    ]
+    stray = shards_dir(copy) / "notes.txt"
+    stray.write_text("mine")
+    line = error_line(run_cli(*args, "--overwrite"))
+    assert "notes.txt" in line and "nothing was changed" in line
+    assert stray.read_text() == "mine" and (shards_dir(copy) / SHARD1).exists()
+    stray.unlink()
+    r = run_cli(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not shards_dir(copy).exists()
+    with ActivationCache.open(copy) as cache:
+        assert cache.shards is None and cache.meta.format_version == fmt.FORMAT_VERSION

@@ -74,9 +74,10 @@ def write_sharded(
 
 def torchrun(
     *args: str, logs: Path, nproc: int = 2, env: dict[str, str] | None = None, no_python: bool = False
-) -> tuple[subprocess.CompletedProcess[str], dict[int, str]]:
+) -> tuple[subprocess.CompletedProcess[str], dict[int, str], dict[int, str]]:
     """`torchrun --standalone --nproc-per-node NPROC xenofeat ARGS` (or, with `no_python`, ARGS as the command),
-    each rank pinned to one thread; returns the launcher's result and each rank's stderr, read from `logs`."""
+    each rank pinned to one thread; returns the launcher's result and each rank's stderr and stdout, by rank (the
+    ranks' output goes to files under `logs`, so that a test can tell who said what)."""
     full_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -94,5 +95,8 @@ def torchrun(
         *args,
     ]
     r = subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
-    stderr = {int(p.parent.name): p.read_text() for p in sorted(logs.glob("*/attempt_0/*/stderr.log"))}
-    return r, stderr
+    by_rank = {
+        name: {int(p.parent.name): p.read_text() for p in sorted(logs.glob(f"*/attempt_0/*/{name}.log"))}
+        for name in ("stderr", "stdout")
+    }
+    return r, by_rank["stderr"], by_rank["stdout"]

@@ -12,7 +12,9 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -20,9 +22,10 @@ from tqdm import tqdm
 from activations import format as fmt
 from activations.corpus import load_corpus
 from activations.errors import UserError
-from activations.model import capture, check_hooks, load_model
+from activations.model import LoadedModel, capture, check_hooks, load_model
 from activations.overwrite import check_location, check_replace_cache
-from activations.sequences import pack_corpus
+from activations.sequences import PackedCorpus, pack_corpus
+from activations.shards import Manifest, check_replace_shards, read_manifest, remove_shards
 from activations.writer import CacheWriter
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,49 @@ def build_cache(
     check_location(out)
     if overwrite and not resume and (out.exists() or out.is_symlink()):
         check_replace_cache(out)  # before the model loads: a refusal costs nothing
+    if overwrite and not resume:
+        check_replace_shards(out)  # the shard folder of a sharded cache at `out` goes with it
     if resume and not out.exists():
         raise UserError(f"{out}: nothing to resume (the file does not exist)")
+    if resume:
+        refuse_sharded(out, 1)
+    model, packed, settings = prepare(job, progress)
+    if resume:
+        writer = CacheWriter.resume(out, settings=settings)
+    else:
+        if overwrite:
+            remove_shards(out)  # the shards of a sharded cache this one replaces
+        writer = new_writer(out, job, model, packed, settings, overwrite=overwrite)
+    with writer:
+        _fill(writer, model, packed, list(job.hooks), job, progress)
+        writer.finish()
+    return out
+
+
+def refuse_sharded(out: Path, world_size: int) -> None:
+    """UserError if `out` is the index of a sharded cache written by another number of processes than this job's."""
+    manifest = sharded_manifest(out)
+    if manifest is not None and manifest.world_size != world_size:
+        how = "one process" if world_size == 1 else f"{world_size} processes"
+        raise UserError(
+            f"{out}: this sharded cache was written by {manifest.world_size} processes and this job has {how}; "
+            f"resume it with torchrun --nproc-per-node {manifest.world_size} (or the same nodes as before)"
+        )
+
+
+def sharded_manifest(out: Path) -> Manifest | None:
+    """The manifest of the index `out`; None for a one-file cache, or a file h5py cannot open read-only (a cache
+    cut short by a full disk: `CacheWriter.resume` repairs it or names the problem)."""
+    try:
+        f = h5py.File(out, "r")
+    except OSError:
+        return None
+    with f:
+        return read_manifest(f, out)
+
+
+def prepare(job: CacheJob, progress: bool = True) -> tuple[LoadedModel, PackedCorpus, dict[str, Any]]:
+    """Load the model, check the hooks and pack the corpus; the settings that determine the cache's content."""
     model = load_model(job.model, device=job.device)
     hooks = list(job.hooks)
     check_hooks(model, hooks)
@@ -104,46 +148,59 @@ def build_cache(
         "text_field": job.text_field,
         "split": job.split,
     }
-    if resume:
-        writer = CacheWriter.resume(out, settings=settings)
-    else:
-        writer = CacheWriter.create(
-            out,
-            hooks=hooks,
-            d_model=model.d_model,
-            context_size=job.context_size,
-            dtype=job.dtype,
-            vocab=model.vocab(),
-            model_id=model.model_id,
-            model_fingerprint=settings["model_fingerprint"],
-            corpus=job.corpus,
-            corpus_fingerprint=packed.fingerprint,
-            settings=settings,
-            overwrite=overwrite,
-        )
-    with writer:
-        _fill(writer, model, packed, hooks, job, progress)
-        writer.finish()
-    return out
+    return model, packed, settings
 
 
-def _fill(writer: CacheWriter, model, packed, hooks: list[str], job: CacheJob, progress: bool) -> None:
+def new_writer(
+    out: Path, job: CacheJob, model: LoadedModel, packed: PackedCorpus, settings: dict[str, Any], **kw: Any
+) -> CacheWriter:
+    """CacheWriter.create for this job (keyword arguments: overwrite, extra_attrs)."""
+    return CacheWriter.create(
+        out,
+        hooks=list(job.hooks),
+        d_model=model.d_model,
+        context_size=job.context_size,
+        dtype=job.dtype,
+        vocab=model.vocab(),
+        model_id=model.model_id,
+        model_fingerprint=settings["model_fingerprint"],
+        corpus=job.corpus,
+        corpus_fingerprint=packed.fingerprint,
+        settings=settings,
+        **kw,
+    )
+
+
+def encode(model: LoadedModel, packed: PackedCorpus, a: int, b: int, job: CacheJob) -> dict[str, np.ndarray]:
+    """The activations of sequences [a, b) at every hook, in the storage dtype; UserError if any is not finite."""
+    hooks = list(job.hooks)
+    tokens = torch.from_numpy(packed.tokens[a:b].astype(np.int64)).to(job.device)
+    attention = torch.from_numpy(packed.attention[a:b].astype(np.int64)).to(job.device)
+    acts = capture(model, tokens, attention, hooks)
+    arrays = {h: acts[h].to("cpu", torch.float32).numpy().astype(np.dtype(job.dtype)) for h in hooks}
+    for h, arr in arrays.items():
+        if not np.isfinite(arr[~packed.mask[a:b]]).all():
+            raise UserError(f"--model: non-finite activations at {h} in sequences {a}-{b}")
+    return arrays
+
+
+def _fill(
+    writer: CacheWriter,
+    model: LoadedModel,
+    packed: PackedCorpus,
+    hooks: list[str],
+    job: CacheJob,
+    progress: bool,
+) -> None:
     n_seq, L = packed.tokens.shape
     start = writer.seqs_written
-    np_dtype = np.dtype(job.dtype)
-    tokens_t = torch.from_numpy(packed.tokens.astype(np.int64))
-    attn_t = torch.from_numpy(packed.attention.astype(np.int64))
     t0 = time.perf_counter()
     with tqdm(
         total=n_seq * L, initial=start * L, desc="caching", unit="tok", unit_scale=True, disable=not progress
     ) as bar:
         for a in range(start, n_seq, job.batch_size):
             b = min(a + job.batch_size, n_seq)
-            acts = capture(model, tokens_t[a:b].to(job.device), attn_t[a:b].to(job.device), hooks)
-            arrays = {h: acts[h].to("cpu", torch.float32).numpy().astype(np_dtype) for h in hooks}
-            for h, arr in arrays.items():
-                if not np.isfinite(arr[~packed.mask[a:b]]).all():
-                    raise UserError(f"--model: non-finite activations at {h} in sequences {a}-{b}")
+            arrays = encode(model, packed, a, b, job)
             writer.append(
                 packed.tokens[a:b], packed.doc_ids[a:b], packed.positions[a:b], packed.mask[a:b], arrays
             )

@@ -21,6 +21,7 @@ import numpy as np
 from activations import format as fmt
 from activations.errors import UserError, corrupt_rows
 from activations.loader import prefetched
+from activations.shards import OpenShards, open_shards
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,15 @@ class ActivationCache:
     >>> for chunk in cache.scan("blocks.3.hook_resid_post"): ...   # ScanChunks in order
     """
 
-    def __init__(self, path: Path, handle: h5py.File, meta: CacheMeta) -> None:
+    def __init__(
+        self, path: Path, handle: h5py.File, meta: CacheMeta, shards: OpenShards | None = None
+    ) -> None:
         self.path = path
         self._f = handle
         self.meta = meta
         self.n_seq = meta.seqs_written
+        self.shards = shards
+        """A sharded cache's shards (manifest, held open), None for a one-file cache."""
 
     @classmethod
     def open(cls, path: str | Path, *, allow_partial: bool = False) -> ActivationCache:
@@ -259,13 +264,14 @@ class ActivationCache:
             problems = layout_problems(f, path, meta)
             if problems:
                 raise UserError(problems[0])
+            shards = open_shards(f, path, meta.hooks, meta.complete)
             bad = token_range_problem(f, path, meta.seqs_written)
             if bad is not None:
                 raise UserError(bad)
         except BaseException:
             f.close()
             raise
-        return cls(path, f, meta)
+        return cls(path, f, meta, shards)
 
     # -- small per-token arrays ------------------------------------------------------------------------------------
     def _rows(self, name: str) -> np.ndarray:
@@ -337,7 +343,8 @@ class ActivationCache:
         try:
             return self.activations(hook)[start:stop].astype(np.float32)
         except OSError as err:
-            raise corrupt_rows(self.path, hook, start, stop, err) from err
+            where = self.path if self.shards is None else self.shards.manifest.where(self.path, start, stop)
+            raise corrupt_rows(where, hook, start, stop, err) from err
 
     def context(self, seq: int, pos: int, width: int = 16) -> Context:
         """The tokens around (seq, pos): up to `width` before and after, within the same sequence, unpadded."""
@@ -362,6 +369,10 @@ class ActivationCache:
     @property
     def chunk_seqs(self) -> int:
         """Sequences per HDF5 chunk of the activations (the unit of random reads)."""
+        if self.shards is not None and self.shards.chunk_seqs:
+            return (
+                self.shards.chunk_seqs
+            )  # virtual datasets have no chunks; their shards' chunks are the unit
         chunks = self._f[fmt.acts_path(self.hooks[0])].chunks
         return int(chunks[0]) if chunks else 16
 

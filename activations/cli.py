@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from activations import format as fmt
 from activations.build import DEFAULT_HOOK, CacheJob, build_cache
+from activations.distributed import SharedError, World
 from activations.errors import UserError
 from activations.synth_cli import add_synth_command
 
@@ -21,6 +23,7 @@ def _size(path: Path) -> str:
 def cmd_build(args: argparse.Namespace) -> int:
     if args.out is None:
         raise UserError("--out: name the cache file to write (e.g. --out cache.h5)")
+    world = World.from_env()
     job = CacheJob(
         out=Path(args.out),
         model=args.model,
@@ -32,10 +35,33 @@ def cmd_build(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         text_field=args.text_field,
         split=args.split,
-        device=args.device,
+        device=world.device(args.device),
     )
+    if world.distributed:
+        return _build_sharded(job, world, args)
     out = build_cache(job, resume=args.resume, overwrite=args.overwrite)
     sys.stdout.write(f"cache written: {out} ({_size(out)})\n")
+    return 0
+
+
+def _build_sharded(job: CacheJob, world: World, args: argparse.Namespace) -> int:
+    """One rank of `torchrun ... xenofeat cache`: rank 0 speaks for all, so an error is one line, not one a rank."""
+    from activations.sharded_build import build_sharded
+
+    with world.started():
+        try:
+            out = build_sharded(job, world, resume=args.resume, overwrite=args.overwrite)
+        except SharedError as err:
+            if world.is_main:
+                sys.stderr.write(f"xenofeat: error: {err}\n")
+                sys.stderr.flush()
+            # no rank exits (and makes torchrun stop the rest) before rank 0's line is out; a UserError here
+            # means a rank is already gone, and there is nobody left to wait for
+            with contextlib.suppress(UserError):
+                world.barrier()
+            return 2
+    if world.is_main:
+        sys.stdout.write(f"cache written: {out} ({_size(out)}, {world.world_size} shards)\n")
     return 0
 
 

@@ -12,7 +12,9 @@ Set `XENOFEAT_FAULT=NAME` (or `NAME:N`) and the process SIGKILLs itself the N-th
 | `export.before_rename` | `features.exporters`, when the export is complete in its hidden folder, before it takes its name |
 
 A trailing `:N` of digits is the hit count; anything else after a colon is part of the name
-(`score.stage:labelability` is hit once, `cache.after_chunk:3` on the third chunk). With the variable unset a point
+(`score.stage:labelability` is hit once, `cache.after_chunk:3` on the third chunk). Under torchrun every rank sees
+the same variable; set `XENOFEAT_FAULT_RANK=R` as well to kill only the process whose RANK is R (each rank counts
+its own hits). With the variable unset a point
 costs one dictionary lookup. SIGKILL, not an exception: nothing is flushed, closed or cleaned up, exactly as when
 the machine loses power or the kernel kills the process.
 """
@@ -23,6 +25,7 @@ import os
 import signal
 
 ENV = "XENOFEAT_FAULT"
+RANK_ENV = "XENOFEAT_FAULT_RANK"
 
 # The one piece of module state: how often each point was passed in this process. It is acceptable because it
 # exists only to count towards a kill of this very process, is read by nothing else, and stays empty (and unused)
@@ -46,6 +49,9 @@ def fault_point(name: str) -> None:
         return
     target, count = parse_fault(spec)
     if name != target:
+        return
+    only = os.environ.get(RANK_ENV)
+    if only is not None and only != os.environ.get("RANK", "0"):
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == count:

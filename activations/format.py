@@ -7,9 +7,9 @@ never drift apart.
 from __future__ import annotations
 
 ENCODING_TYPE = "xenofeat.activation-cache"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1 added sharded caches (A_SHARDS, A_SHARD); a 1.0 file is a valid 1.1 file
 # Versions this reader can read. A file from a newer major version is refused with a clear message.
-READABLE_VERSIONS = ("1.0",)
+READABLE_VERSIONS = ("1.0", "1.1")
 
 # datasets
 TOKENS = "tokens"  # (n_seq, L) int32
@@ -38,6 +38,8 @@ A_COMPLETE = "complete"
 A_XENOFEAT_VERSION = "xenofeat_version"
 A_SETTINGS = "settings"  # JSON object: every setting that determines the file's content (compared on resume)
 A_SOURCE = "source"  # "model", "import" or "synthetic"
+A_SHARDS = "shards"  # index of a sharded cache: JSON {run_id, world_size, files, ranges} (shards.py)
+A_SHARD = "shard"  # one shard of a sharded cache: JSON {run_id, rank, world_size, seq_start, seq_stop}
 
 REQUIRED_ATTRS = (
     A_ENCODING_TYPE,

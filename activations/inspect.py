@@ -2,7 +2,8 @@
 
 Validation reads every chunk of every dataset, so HDF5's fletcher32 checksums catch flipped bits; it also checks the
 attributes, the shapes against each other, the completeness flag, the token ids against the vocabulary and that the
-activations are finite. It returns the list of problems (empty when the file is sound).
+activations are finite. It returns the list of problems (empty when the file is sound). A sharded cache is checked
+shard by shard (each is a cache by itself) and against its index.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import h5py
 import numpy as np
 
 from activations import format as fmt
-from activations.cache import ActivationCache, layout_problems, read_meta, token_range_problem
+from activations.cache import ActivationCache, CacheMeta, layout_problems, read_meta, token_range_problem
 from activations.errors import UserError
+from activations.shards import Manifest, read_manifest, shard_problem
 
 
 def _human(n: float) -> str:
@@ -47,9 +49,28 @@ def describe(path: str | Path) -> str:
             f"documents       {docs:,}",
             f"corpus          {m.corpus} (sha256 {m.corpus_fingerprint[:12]})",
             f"vocabulary      {len(cache.vocab):,} tokens",
-            f"chunks          {acts.chunks} ({_human(np.prod(acts.chunks) * acts.dtype.itemsize)} each)",
         ]
+        if cache.shards is None:
+            lines.append(
+                f"chunks          {acts.chunks} ({_human(np.prod(acts.chunks) * acts.dtype.itemsize)} each)"
+            )
+        else:
+            lines += _describe_shards(path, cache.shards.manifest)
     return "\n".join(lines)
+
+
+def _describe_shards(index: Path, m: Manifest) -> list[str]:
+    """One line per shard of a sharded cache: its file, block of sequences, progress and size."""
+    lines = [f"shards          {m.world_size} (run {m.run_id[:12]}), virtual datasets in sequence order"]
+    for rank, (a, b) in enumerate(m.ranges):
+        path = m.path(index, rank)
+        with h5py.File(path, "r") as f:
+            n, done = int(f.attrs[fmt.A_SEQS_WRITTEN]), bool(f.attrs[fmt.A_COMPLETE])
+        state = "complete" if done else f"{n:,} of {b - a:,} written"
+        lines.append(
+            f"  rank {rank:<5}     {m.files[rank]}: sequences {a:,}-{b:,}, {state}, {_human(path.stat().st_size)}"
+        )
+    return lines
 
 
 def _read_all(ds: h5py.Dataset, n: int, step: int) -> list[str]:
@@ -83,8 +104,11 @@ def validate(path: str | Path, *, allow_partial: bool = False) -> list[str]:
     with f:
         try:
             meta = read_meta(f, path)
+            manifest = read_manifest(f, path)
         except UserError as err:
             return [str(err)]
+        if manifest is not None:
+            return _validate_sharded(f, path, meta, manifest, allow_partial=allow_partial)
         problems: list[str] = []
         if not meta.complete and not allow_partial:
             problems.append(f"{path}: incomplete (interrupted after {meta.seqs_written} sequences)")
@@ -105,4 +129,31 @@ def validate(path: str | Path, *, allow_partial: bool = False) -> list[str]:
             doc_ids = f[fmt.DOC_IDS][:n]
             if doc_ids.min() < -1:
                 problems.append(f"{path}: document ids below -1")
+    return problems
+
+
+def _validate_sharded(
+    f: h5py.File, path: Path, meta: CacheMeta, m: Manifest, *, allow_partial: bool
+) -> list[str]:
+    """A sharded cache: every shard present and of this run, each sound as a cache by itself, the counters adding
+    up, and the index's layout. The data is read once, through the shards."""
+    problems = [p for r in range(m.world_size) if (p := shard_problem(path, m, r, complete=meta.complete))]
+    if problems:
+        return problems
+    if not meta.complete and not allow_partial:
+        problems.append(f"{path}: incomplete (interrupted; resume it with torchrun ... --resume)")
+    problems += layout_problems(f, path, meta)
+    for rank in range(m.world_size):
+        problems += validate(m.path(path, rank), allow_partial=allow_partial or not meta.complete)
+    if meta.complete and not problems:
+        seqs = tokens = 0
+        for rank in range(m.world_size):
+            with h5py.File(m.path(path, rank), "r") as shard:
+                seqs += int(shard.attrs[fmt.A_SEQS_WRITTEN])
+                tokens += int(shard.attrs[fmt.A_TOKENS_WRITTEN])
+        if (seqs, tokens) != (meta.seqs_written, meta.tokens_written) or seqs != m.ranges[-1][1]:
+            problems.append(
+                f"{path}: the shards hold {seqs} sequences and {tokens} tokens, the index says "
+                f"{meta.seqs_written} and {meta.tokens_written}"
+            )
     return problems

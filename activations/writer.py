@@ -66,6 +66,11 @@ def _open_for_resume(path: Path) -> h5py.File:
         return h5py.File(path, "r+")
 
 
+def repair_truncated(path: Path) -> None:
+    """Make a cache cut short by a full disk openable again (see `_open_for_resume`); OSError if it is not that."""
+    _open_for_resume(path).close()
+
+
 class CacheWriter:
     """Writes one cache file. Use `create` for a new file and `resume` for an interrupted one."""
 
@@ -96,8 +101,10 @@ class CacheWriter:
         source: str = "model",
         overwrite: bool = False,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        extra_attrs: Mapping[str, str] | None = None,
     ) -> CacheWriter:
-        """Start a new cache file. Refuses an existing path unless `overwrite`."""
+        """Start a new cache file. Refuses an existing path unless `overwrite`. `extra_attrs`: more root
+        attributes (a shard's `shard` attribute)."""
         path = Path(path)
         if dtype not in fmt.DTYPES:
             raise UserError(f"--dtype: {dtype!r} is not one of {', '.join(fmt.DTYPES)}")
@@ -154,6 +161,8 @@ class CacheWriter:
         a[fmt.A_XENOFEAT_VERSION] = __version__
         a[fmt.A_SETTINGS] = json.dumps(dict(settings), sort_keys=True)
         a[fmt.A_SOURCE] = source
+        for k, v in (extra_attrs or {}).items():
+            a[k] = v
         f.flush()
         return cls(path, f)
 

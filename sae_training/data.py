@@ -96,7 +96,9 @@ class PoolSchedule:
             raise corrupt_rows(self.cache.path, self.hook, a, b, err) from err
         if not np.isfinite(block).all():
             raise NonFiniteActivations(
-                f"{self.cache.path}: NaN/inf in the activations of {self.hook}, sequences {a}-{b}", (a, b), pool
+                f"{self.cache.path}: NaN/inf in the activations of {self.hook}, sequences {a}-{b}",
+                (a, b),
+                pool,
             )
         return block
 

@@ -126,9 +126,7 @@ def finish_ensemble(
     checkpoints. The decoders are read back from the member folders, so one process and N give the same number."""
     ensemble: dict[str, Any] = {}
     if len(cfg.seeds) > 1 and int(info["d_sae"]) <= PW_MCC_MAX_WIDTH:
-        decoders = [
-            load_file(member_dir(out, s) / SAE_WEIGHTS_FILENAME)["W_dec"].numpy() for s in cfg.seeds
-        ]
+        decoders = [load_file(member_dir(out, s) / SAE_WEIGHTS_FILENAME)["W_dec"].numpy() for s in cfg.seeds]
         mean, std = pw_mcc(decoders)
         # what PW-MCC reads against: its value for random unit rows of the same shapes (C2's `pw_mcc_null`)
         null, _ = pw_mcc_null([d.shape for d in decoders])

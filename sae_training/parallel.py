@@ -114,7 +114,9 @@ def agree_on_arguments(world: World, values: dict[str, Any]) -> None:
     for rank, other in enumerate(gathered[1:], start=1):
         keys = [k for k in sorted(set(first) | set(other)) if first.get(k) != other.get(k)]
         if keys:
-            parts = ", ".join(f"{k}: rank 0 has {first.get(k)!r}, rank {rank} has {other.get(k)!r}" for k in keys)
+            parts = ", ".join(
+                f"{k}: rank 0 has {first.get(k)!r}, rank {rank} has {other.get(k)!r}" for k in keys
+            )
             raise SharedError(
                 f"the ranks were started with different arguments ({parts}); start every rank with the same command"
             )

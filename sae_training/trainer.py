@@ -117,7 +117,9 @@ def _step(
         if len(x):
             (loss * weight).backward()
         names = list(losses)
-        fired, sums = reducer(list(sae.parameters()), fired, torch.stack([loss.detach(), *losses.values()]) * weight)
+        fired, sums = reducer(
+            list(sae.parameters()), fired, torch.stack([loss.detach(), *losses.values()]) * weight
+        )
         loss, losses = sums[0], dict(zip(names, sums[1:], strict=True))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"the loss of seed {m.seed} became {loss.item()} at step {step}")
@@ -310,7 +312,7 @@ def _loop(
                         f"{err} (needed by training step {err.pool * P} onwards); stopped, the last good checkpoint "
                         f"in {out} is kept: repair or regenerate the cache, then rerun with --resume"
                     ) from err
-                pool = pool * scale  # (P*B, d_in) normalised; data-parallel: this rank's tokens [lo, hi) of it
+                pool = pool * scale  # (P*B, d_in) normalised; data-parallel: its tokens [lo, hi)
                 orders = {m.seed: member_order(m.seed, pool_index, P * B) for m in members}
                 for j in range(step - pool_index * P, P):
                     if step >= cfg.steps:

@@ -3,7 +3,9 @@ JSON for counters. No pickles.
 
 Layout: `RUN/checkpoint/state.json` + `RUN/checkpoint/seed-<s>.safetensors`. A new checkpoint is written to
 `checkpoint.tmp/`, then swapped in by renames (`checkpoint` -> `checkpoint.old`, `checkpoint.tmp` -> `checkpoint`),
-so a process killed at any moment leaves either the previous or the new checkpoint complete.
+so a process killed at any moment leaves either the previous or the new checkpoint complete. Under torchrun every
+rank writes the files of the members it trains into the same `checkpoint.tmp/` and rank 0 swaps it in once all have
+written, so the layout (and `--resume`, with any number of processes) is the same as for one process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import torch
 from sae_lens.saes.sae import TrainingSAE
 from safetensors.torch import load_file, save_file
+
+from activations.distributed import World
 
 CKPT = "checkpoint"
 
@@ -48,13 +52,24 @@ def _member_tensors(m: MemberState) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(run: Path, members: list[MemberState], counters: dict[str, Any]) -> None:
-    """Write a complete checkpoint of all members and swap it in atomically."""
+def save_checkpoint(
+    run: Path, members: list[MemberState], counters: dict[str, Any], world: World | None = None
+) -> None:
+    """Write a complete checkpoint of all members and swap it in atomically.
+
+    Under torchrun every rank calls this at the same step with the members whose files it writes; the barriers
+    make rank 0 swap only a folder every rank has finished (a rank that dies first leaves the previous one)."""
+    world = world or World()
     tmp, cur, old = run / f"{CKPT}.tmp", run / CKPT, run / f"{CKPT}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if world.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    world.barrier()
     for m in members:
         save_file(_member_tensors(m), tmp / f"seed-{m.seed}.safetensors")
+    world.barrier()
+    if not world.is_main:
+        return
     write_json(tmp / "state.json", counters)
     shutil.rmtree(old, ignore_errors=True)
     if cur.exists():

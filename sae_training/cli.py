@@ -1,12 +1,19 @@
-"""`xenofeat train`: train an SAE ensemble (one sae-lens SAE per seed) from an activation cache."""
+"""`xenofeat train`: train an SAE ensemble (one sae-lens SAE per seed) from an activation cache.
+
+Under `torchrun` every rank runs this command: the seeds are spread over the ranks (or, with `--data-parallel`,
+each member's batches), rank 0 speaks for all, and ranks started with different arguments stop before writing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+from activations.distributed import SharedError, World, collected
 from activations.errors import UserError
 from sae_training.config import ARCHS, TrainConfig, load_toml
 
@@ -71,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--allow-partial", action="store_true", help="accept an incomplete cache")
+    p.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="under torchrun: train every member on all ranks, each reading its own part of every shuffle pool "
+        "(default: spread the seeds over the ranks); with one process it trains as one process",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
@@ -98,26 +111,65 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
 
 
 def handle(args: argparse.Namespace) -> int:
-    from sae_training.run import load_run
+    world = World.from_env()
+    if not world.distributed:
+        if args.data_parallel:
+            log.info("--data-parallel: one process, so nothing to split; training as one process")
+        return _report(_run(args, world))
+    with world.started():
+        try:
+            run = _run(args, world)
+        except SharedError as err:
+            if world.is_main:
+                sys.stderr.write(f"xenofeat: error: {err}\n")
+                sys.stderr.flush()
+            # no rank exits (and makes torchrun stop the rest) before rank 0's line is out; a UserError here
+            # means a rank is already gone
+            with contextlib.suppress(UserError):
+                world.barrier()
+            return 2
+        world.barrier()  # rank 0 has finished the run before anyone reports it
+    return _report(run) if world.is_main else 0
+
+
+def _run(args: argparse.Namespace, world: World) -> Path:
+    """Check the command line (the same on every rank), then train; the run folder."""
+    from sae_training.parallel import agree_on_arguments
     from sae_training.trainer import train
 
-    cfg, paths = config_from_args(args)
-    cache = args.cache or paths.get("cache")
-    out = args.out or paths.get("out")
-    if cache is None:
-        raise UserError("--cache: required (or `cache = ...` in --config)")
-    if out is None:
-        raise UserError("--out: required (or `out = ...` in --config)")
-    run = train(
+    with collected(world):
+        cfg, paths = config_from_args(args)
+        cache = args.cache or paths.get("cache")
+        out = args.out or paths.get("out")
+        if cache is None:
+            raise UserError("--cache: required (or `cache = ...` in --config)")
+        if out is None:
+            raise UserError("--out: required (or `out = ...` in --config)")
+    hook = args.hook or paths.get("hook")
+    if world.distributed:
+        values = {"--" + k.replace("_", "-"): v for k, v in cfg.to_dict().items()}
+        flags = ("resume", "overwrite", "allow_partial", "data_parallel")
+        values |= {"--" + f.replace("_", "-"): bool(getattr(args, f)) for f in flags}
+        values |= {"--cache": str(cache), "--out": str(out), "--hook": hook}
+        agree_on_arguments(world, values)
+    return train(
         cfg,
         cache,
         out,
-        hook=args.hook or paths.get("hook"),
+        hook=hook,
         resume=args.resume,
         overwrite=args.overwrite,
         allow_partial=args.allow_partial,
         progress=not args.no_progress,
+        world=world,
+        data_parallel=args.data_parallel,
     )
+
+
+def _report(run: Path) -> int:
+    """Log the per-seed table and the ensemble's PW-MCC of a finished run."""
+    from sae_training.run import load_run
+
     info = load_run(run)
     rows = [("seed", "EV", "L0", "dead", "MSE", "downstream")]
     for seed, m in info.metrics["per_seed"].items():

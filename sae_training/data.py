@@ -70,11 +70,10 @@ class PoolSchedule:
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.data_seed, epoch]).permutation(len(self.bounds))
 
-    def _blocks(self, start_token: int, first_pool: int) -> Iterator[np.ndarray]:
-        """Unmasked (n, d) float32 token blocks of the stream from token `start_token` on."""
+    def _segments(self, start_token: int) -> Iterator[tuple[int, int, int, int]]:
+        """(a, b, skip, n) per block of the stream from token `start_token` on, without reading: the block holds
+        sequences [a, b), of whose unmasked tokens the stream takes `n` after the first `skip`."""
         epoch, skip = divmod(start_token, self.epoch_tokens)
-        ds = self.cache.activations(self.hook)
-        mask = self.cache.mask
         while True:
             order = self._order(epoch)
             cum = np.cumsum(self.counts[order])
@@ -84,55 +83,80 @@ class PoolSchedule:
                 if self.counts[bi] == 0:
                     continue
                 a, b = self.bounds[bi]
-                try:
-                    block = ds[a:b][~mask[a:b]].astype(np.float32, copy=False)  # (n_unmasked, d)
-                except OSError as err:
-                    raise corrupt_rows(self.cache.path, self.hook, a, b, err) from err
-                if not np.isfinite(block).all():
-                    pool = first_pool  # refined below by the consumer, which knows the pool it is filling
-                    raise NonFiniteActivations(
-                        f"{self.cache.path}: NaN/inf in the activations of {self.hook}, sequences {a}-{b}",
-                        (a, b),
-                        pool,
-                    )
-                yield block[skip:] if skip else block
+                yield a, b, skip, int(self.counts[bi]) - skip
                 skip = 0
             epoch += 1
 
-    def pools(self, start_pool: int, *, prefetch: int = 2) -> Iterator[tuple[int, torch.Tensor]]:
-        """(index, (P, d) float32 pool) from pool `start_pool` on, read `prefetch` pools ahead in a thread."""
+    def _read(self, a: int, b: int, pool: int) -> np.ndarray:
+        """The unmasked (n, d) float32 tokens of sequences [a, b); `pool` names the pool it feeds in an error."""
+        mask = self.cache.mask
+        try:
+            block = self.cache.activations(self.hook)[a:b][~mask[a:b]].astype(np.float32, copy=False)
+        except OSError as err:
+            raise corrupt_rows(self.cache.path, self.hook, a, b, err) from err
+        if not np.isfinite(block).all():
+            raise NonFiniteActivations(
+                f"{self.cache.path}: NaN/inf in the activations of {self.hook}, sequences {a}-{b}",
+                (a, b),
+                pool,
+            )
+        return block
+
+    def pools(
+        self, start_pool: int, *, prefetch: int = 2, share: tuple[int, int] | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, pool) from pool `start_pool` on, read `prefetch` pools ahead in a thread. A pool is (P, d)
+        float32; with `share=(lo, hi)` only its tokens [lo, hi), and only the blocks that hold them are read
+        (a data-parallel rank's disjoint part; see `pool_share`)."""
+        P = self.pool_tokens
+        lo, hi = share if share is not None else (0, P)
 
         def make() -> Iterator[tuple[int, torch.Tensor]]:
-            index = start_pool
-            parts: list[np.ndarray] = []
-            have = 0
-            blocks = self._blocks(start_pool * self.pool_tokens, start_pool)
-            while True:
-                try:
-                    block = next(blocks)
-                except NonFiniteActivations as err:
-                    err.pool = index
-                    raise
-                parts.append(block)
-                have += len(block)
-                while have >= self.pool_tokens:
-                    buf = np.concatenate(parts)
-                    yield index, torch.from_numpy(np.ascontiguousarray(buf[: self.pool_tokens]))
-                    index += 1
-                    parts, have = [buf[self.pool_tokens :]], len(buf) - self.pool_tokens
+            index, pos, parts = start_pool, start_pool * P, []  # pos: stream position of the segment's start
+            for a, b, skip, n in self._segments(start_pool * P):
+                block = None
+                while True:
+                    s, e = max(pos, index * P + lo), min(pos + n, index * P + hi)
+                    if s < e:
+                        block = self._read(a, b, index) if block is None else block
+                        parts.append(block[skip + s - pos : skip + e - pos])
+                    if pos + n < index * P + hi:
+                        break  # the pool part continues in the next block
+                    yield index, torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
+                    index, parts = index + 1, []
+                pos += n
 
         return prefetched(make, prefetch)
 
 
-def mean_squared_norm(schedule: PoolSchedule, n_tokens: int) -> float:
-    """Mean squared L2 norm of the first `n_tokens` tokens of the stream (float64 sums)."""
+def pool_share(pool_tokens: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The tokens [lo, hi) of every pool that a data-parallel rank reads: contiguous, disjoint, covering the pool."""
+    return pool_tokens * rank // world_size, pool_tokens * (rank + 1) // world_size
+
+
+def squared_norm_sum(
+    schedule: PoolSchedule, n_tokens: int, share: tuple[int, int] | None = None
+) -> tuple[float, int]:
+    """(sum of squared L2 norms, count) over the first `n_tokens` tokens of the stream (float64 sums); with
+    `share`, over this rank's part of them only (the parts of all ranks add up to the whole)."""
+    P = schedule.pool_tokens
+    lo = share[0] if share is not None else 0
     total, seen = 0.0, 0
-    for _, pool in schedule.pools(0, prefetch=0):
-        take = pool[: n_tokens - seen].double()
+    for index, part in schedule.pools(0, prefetch=0, share=share):
+        start = index * P + lo  # stream position of the part's first token
+        if start >= n_tokens:
+            break
+        take = part[: n_tokens - start].double()
         total += float(take.pow(2).sum())
         seen += len(take)
-        if seen >= n_tokens:
+        if (index + 1) * P >= n_tokens:
             break
+    return total, seen
+
+
+def mean_squared_norm(schedule: PoolSchedule, n_tokens: int) -> float:
+    """Mean squared L2 norm of the first `n_tokens` tokens of the stream (float64 sums)."""
+    total, seen = squared_norm_sum(schedule, n_tokens)
     return total / seen
 
 

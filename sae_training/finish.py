@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from sae_lens.constants import SAE_WEIGHTS_FILENAME
+from safetensors.torch import load_file, save_file
 
 from activations.cache import ActivationCache
 from activations.version import __version__
@@ -74,6 +75,19 @@ def finish_run(
     scale: float,
 ) -> Path:
     """Measure, save every member, then mark run.json complete and drop the checkpoints."""
+    return finish_ensemble(cfg, out, info, finish_members(cfg, cache, hook, out, members, info, scale))
+
+
+def finish_members(
+    cfg: TrainConfig,
+    cache: ActivationCache,
+    hook: str,
+    out: Path,
+    members: list[ck.MemberState],
+    info: dict[str, Any],
+    scale: float,
+) -> dict[str, dict[str, Any]]:
+    """Measure and save the given members (under torchrun seed-parallel: this rank's); {str(seed): metrics}."""
     stats = heldout_stats(cfg, cache, hook, members, scale)
     dead_steps = max(1, cfg.dead_after_tokens // cfg.batch_size)
     per_seed: dict[str, dict[str, Any]] = {}
@@ -102,13 +116,22 @@ def finish_run(
             "explained_variance": res["explained_variance"],
         }
         save_member(m, member_dir(out, m.seed), scale, meta, stats[m.seed].log10_density())
+    return per_seed
+
+
+def finish_ensemble(
+    cfg: TrainConfig, out: Path, info: dict[str, Any], per_seed: dict[str, dict[str, Any]]
+) -> Path:
+    """Once every member is saved (by whichever rank): PW-MCC over the saved decoders, run.json complete, no
+    checkpoints. The decoders are read back from the member folders, so one process and N give the same number."""
     ensemble: dict[str, Any] = {}
-    if len(members) > 1 and members[0].sae.cfg.d_sae <= PW_MCC_MAX_WIDTH:
-        decoders = [m.sae.W_dec.detach().numpy() for m in members]
+    if len(cfg.seeds) > 1 and int(info["d_sae"]) <= PW_MCC_MAX_WIDTH:
+        decoders = [load_file(member_dir(out, s) / SAE_WEIGHTS_FILENAME)["W_dec"].numpy() for s in cfg.seeds]
         mean, std = pw_mcc(decoders)
         # what PW-MCC reads against: its value for random unit rows of the same shapes (C2's `pw_mcc_null`)
         null, _ = pw_mcc_null([d.shape for d in decoders])
         ensemble = {"pw_mcc": mean, "pw_mcc_std": std, "pw_mcc_null": null}
+    per_seed = {str(s): per_seed[str(s)] for s in cfg.seeds}  # seed order, whichever rank measured them
     info = {**info, "status": "complete", "metrics": {"per_seed": per_seed, "ensemble": ensemble}}
     ck.write_json(out / RUN_JSON, info)
     ck.remove_checkpoints(out)

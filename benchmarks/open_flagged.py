@@ -91,7 +91,9 @@ def main() -> None:
                            summary.get("lbl_seed", 0), vocab=vocab, progress=False, dense=dense)  # fmt: skip
         for j, lat in enumerate(latents):
             print(f"{backend:7s} latent {lat}: LBL {got.labelability[j]:.2f} (hi {got.labelability_hi[j]:.2f}, "
-                  f"strong firings {got.strong()[j]:.2f}), "
+                  f"strong firings {got.strong()[j]:.2f}), conditional LBL "
+                  f"{got.conditional.get('lbl_conditional', [np.nan] * len(latents))[j]:.2f}, "
+                  f"following AUROC {got.aurocs.get('following', [np.nan] * len(latents))[j]:.2f}, "
                   f"semantic AUROC {got.aurocs['semantic'][j]:.2f}, best {got.best_describer[j]}: {got.readable[j]}")  # fmt: skip
 
 

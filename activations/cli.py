@@ -121,7 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--corpus",
         default="default",
-        help="'default' (embedded CPython prose), a text file, folder, glob, .jsonl file, or hf:NAME[:SPLIT]",
+        help="'default' (embedded CPython prose), 'default+packages' (plus installed packages' docstrings), a text "
+        "file, folder, glob, .jsonl file, or hf:NAME[:SPLIT]",
     )
     p.add_argument(
         "--hook", action="append", help=f"hook point to capture, repeatable (default {DEFAULT_HOOK})"

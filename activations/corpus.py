@@ -4,6 +4,9 @@
 - `default`: the embedded corpus, English technical prose that ships with every CPython: the documentation topics of
   `pydoc_data.topics` (paragraphs grouped into documents of a few hundred characters) plus the standard library's
   docstrings (read with `ast`, never imported). About 1.5M characters in about 3,000 documents; no download.
+- `default+packages`: the default, then the docstrings of the installed packages that every install of xenofeat
+  has (torch, numpy, scipy, pandas, scikit-learn, transformers, streamlit, ...: `PACKAGES`), one document from each
+  package in turn, so any `--max-tokens` prefix mixes them all. About 7M tokens more; no download.
 - a text file, a folder (its `*.txt` and `*.md` files), or a glob: one document per file, or per paragraph with
   `--split paragraphs`;
 - a `.jsonl` file: one document per line, text in the field `text` (or `--text-field`);
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import ast
 import glob
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -48,6 +53,23 @@ _SKIP_DIRS = {
     "turtledemo",
     "ensurepip",
 }
+# folders of installed packages that hold tests, benchmarks or vendored code rather than their documentation
+_SKIP_PACKAGE_DIRS = {"testing", "_vendor", "vendor", "benchmarks", "_vendored"}
+PACKAGES_SPEC = "default+packages"
+PACKAGES: tuple[tuple[str, str], ...] = (
+    ("torch", "torch"),
+    ("numpy", "numpy"),
+    ("scipy", "scipy"),
+    ("pandas", "pandas"),
+    ("sklearn", "scikit-learn"),
+    ("transformers", "transformers"),
+    ("streamlit", "streamlit"),
+    ("h5py", "h5py"),
+    ("transformer_lens", "transformer-lens"),
+    ("sae_lens", "sae-lens"),
+)
+"""(import name, distribution) of the packages whose docstrings `default+packages` adds: xenofeat's own
+dependencies and theirs, so every install has them. About 27M characters (about 7M MiniLM tokens) in total."""
 MIN_DOC_CHARS = 200
 # Largest piece of text handed to the tokenizer at once. A fast tokenizer holds about 70 bytes per character while it
 # works (measured: a 50 MB line peaked at 3.4 GB), so this bounds it to a few MB; documents up to this size are one
@@ -189,12 +211,11 @@ def _group_paragraphs(
         yield Document("\n\n".join(buf), f"{source}#{n}")
 
 
-def _stdlib_docstrings() -> list[Document]:
-    """Docstrings of at least MIN_DOC_CHARS characters from the standard library's sources, parsed with ast."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs: list[Document] = []
+def _docstrings(root: Path, prefix: str, skip_dirs: set[str]) -> Iterator[Document]:
+    """Docstrings of at least MIN_DOC_CHARS characters from the `.py` files under `root`, parsed with ast (never
+    imported), in sorted path order; each document's source is `PREFIX:RELATIVE/PATH.py:NAME`."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs and not d.startswith("."))
         for name in sorted(filenames):
             if not name.endswith(".py"):
                 continue
@@ -202,15 +223,19 @@ def _stdlib_docstrings() -> list[Document]:
             try:
                 tree = ast.parse(path.read_text(encoding="utf-8"))
             except (SyntaxError, UnicodeDecodeError, ValueError):
-                continue  # a few stdlib files are deliberately broken (encoding tests); they hold no prose
+                continue  # a few files are deliberately broken (encoding tests, templates); they hold no prose
             rel = path.relative_to(root).as_posix()
             for node in ast.walk(tree):
                 if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                     doc = ast.get_docstring(node)
                     if doc and len(doc) >= MIN_DOC_CHARS:
                         where = getattr(node, "name", "<module>")
-                        docs.append(Document(doc, f"stdlib:{rel}:{where}"))
-    return docs
+                        yield Document(doc, f"{prefix}:{rel}:{where}")
+
+
+def _stdlib_docstrings() -> list[Document]:
+    """Docstrings of at least MIN_DOC_CHARS characters from the standard library's sources."""
+    return list(_docstrings(Path(sysconfig.get_paths()["stdlib"]), "stdlib", _SKIP_DIRS))
 
 
 def default_corpus() -> Corpus:
@@ -222,6 +247,54 @@ def default_corpus() -> Corpus:
         docs.extend(_group_paragraphs(topics[name].split("\n\n"), f"pydoc:{name}"))
     docs.extend(_stdlib_docstrings())
     return Corpus.of("default", docs)
+
+
+def installed_packages() -> list[tuple[str, str, Path]]:
+    """(import name, version, folder) of the PACKAGES that are installed, in PACKAGES' order."""
+    found = []
+    for name, dist in PACKAGES:
+        spec = importlib.util.find_spec(name)  # finds the folder without importing the package
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        found.append((name, version, Path(next(iter(spec.submodule_search_locations)))))
+    return found
+
+
+def _round_robin(streams: list[Iterator[Document]]) -> Iterator[Document]:
+    """One document from each stream in turn, so every prefix of the corpus mixes all packages."""
+    live = list(streams)
+    while live:
+        for stream in list(live):
+            doc = next(stream, None)
+            if doc is None:
+                live.remove(stream)
+            else:
+                yield doc
+
+
+def packages_corpus() -> Corpus:
+    """`default+packages`: the default corpus, then the docstrings of the installed PACKAGES, interleaved.
+
+    Deterministic for a given set of installed versions (files in sorted order, packages in a fixed order, one document
+    from each in turn); the cache's corpus fingerprint covers the text, so two installs with different versions give
+    caches that say they differ. Files are parsed lazily, so `--max-tokens` reads only what it needs.
+    """
+    packages = installed_packages()
+    if not packages:
+        raise UserError(f"--corpus {PACKAGES_SPEC}: none of {', '.join(d for _, d in PACKAGES)} is installed")
+    log.info("corpus %s: %s", PACKAGES_SPEC, ", ".join(f"{n} {v}" for n, v, _ in packages))
+    base = default_corpus()
+
+    def sources() -> Iterator[Source]:
+        yield from base.sources()
+        streams = [_docstrings(root, name, _SKIP_DIRS | _SKIP_PACKAGE_DIRS) for name, _, root in packages]
+        yield Source("packages", lambda: _round_robin(streams))
+
+    return Corpus(PACKAGES_SPEC, sources)
 
 
 def _jsonl_lines(path: Path) -> Iterator[str]:
@@ -281,7 +354,7 @@ def _files(spec: str) -> list[Path]:
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
     if not matches:
         raise UserError(
-            f"--corpus: {spec} is not 'default', a file, a folder, a glob that matches files, or hf:NAME"
+            f"--corpus: {spec} is not 'default', '{PACKAGES_SPEC}', a file, a folder, a glob that matches files, or hf:NAME"
         )
     return matches
 
@@ -292,6 +365,8 @@ def load_corpus(spec: str, *, text_field: str = "text", split: str = "file") -> 
         raise UserError(f"--split: {split!r} is not 'file' or 'paragraphs'")
     if spec == "default":
         return default_corpus()
+    if spec == PACKAGES_SPEC:
+        return packages_corpus()
     if spec.startswith("hf:"):
         return Corpus.of(spec, _hf(spec, text_field))
     files = _files(spec)  # listed now, so a bad spec fails before the model runs; read lazily, in order

@@ -83,10 +83,11 @@ class LoadedModel:
         return out
 
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
+def load_model(name: str, device: str = "cpu", *, init_seed: int = 0) -> LoadedModel:
     """Load `name` (`default`, a local directory or a hub name) through the bridge.
 
-    `random-init:NAME` loads NAME's architecture and tokenizer with weights drawn afresh (seeded, so reproducible).
+    `random-init:NAME` loads NAME's architecture and tokenizer with weights drawn afresh, seeded by `init_seed`
+    (so reproducible; C7 draws a second copy, seed 1, to compare the seed-0 control with another random network).
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers.utils import logging as hf_logging
@@ -98,7 +99,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         # weights missing from a checkpoint (MiniLM's masked-LM head) are initialised at random: seed that draw,
         # without touching the caller's RNG, so the same model always loads to the same weights and fingerprint
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.manual_seed(init_seed)
             bridge = TransformerBridge.boot_transformers(
                 target, device=device, load_weights=not model_id.startswith(RANDOM_INIT)
             )

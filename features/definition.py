@@ -3,8 +3,9 @@
 A definition is declared before any feature is looked at and copied next to the results it produced. It holds a
 name and version and one settings section per criterion of the registry (`features.criteria.registry.criteria()`,
 each a `Settings` subclass declared by the criterion's module, in the criteria's order), then `[labelability]`
-(`features.labelability.LBLConfig`) and `[flag]` (`features.flags.FlagConfig`). `load_definition(None)` is the
-built-in default (`default_definition.toml`, which is exactly `definition_to_toml(Definition())`); a user's file may
+(`features.labelability.LBLConfig`), `[flag]` (`features.flags.FlagConfig`) and `[llm]`
+(`features.labelability.llm.LLMConfig`: what `xenofeat explain`'s score does). `load_definition(None)` is the built-in
+default (`default_definition.toml`, which is exactly `definition_to_toml(Definition())`); a user's file may
 set any subset of keys, the rest take defaults. Unknown sections or keys and out-of-range values raise `UserError`
 naming the file, the section and the key. `definition_to_toml` writes every value (the definition *as applied*),
 with each field's docstring as a comment, and `load_definition` of its output gives back an equal `Definition`.
@@ -26,12 +27,18 @@ TOP_KEYS = ("name", "version")
 
 
 def section_classes() -> dict[str, type]:
-    """Every section of a definition and its settings class, in file order: the criteria, labelability, flag."""
+    """Every section of a definition and its settings class, in file order: the criteria, labelability, flag, llm."""
     from features.criteria.registry import criteria
     from features.flags import FlagConfig
     from features.labelability import LBLConfig
+    from features.labelability.llm import LLMConfig
 
-    return {**{c.name: c.config for c in criteria()}, "labelability": LBLConfig, "flag": FlagConfig}
+    return {
+        **{c.name: c.config for c in criteria()},
+        "labelability": LBLConfig,
+        "flag": FlagConfig,
+        "llm": LLMConfig,
+    }
 
 
 @dataclass(frozen=True, init=False)

@@ -175,15 +175,33 @@ class FlagSummary(NamedTuple):
     passes: dict[str, int]  # per criterion column: latents passing it
     flagged_by_describer: dict[str, int]  # best describer of the flagged latents (when the column exists)
     token_anchored: int = 0  # latents with the token-anchored flag (0 when the column does not exist)
+    flagged_without_learned: int | None = (
+        None  # the flag with C7 left out of well_defined (None: C7 not gating)
+    )
 
 
-def summarize(table: pd.DataFrame) -> FlagSummary:
-    """Counts of alive, well-defined and flagged latents, passes per criterion, flagged by best describer."""
+def without_learned(table: pd.DataFrame, cfg: FlagConfig) -> np.ndarray | None:
+    """(F,) bool: the flag as it would be if C7 did not gate (every other gating criterion and the LBL rules), or
+    None when C7 does not gate here (no `learned_pass` column, or it passes everything). The random-init control reads
+    against it: how many latents the cheap describers leave unexplained before asking whether the model learned them."""
+    if "learned_pass" not in table or bool(np.asarray(table["learned_pass"], bool).all()):
+        return None
+    wd = np.ones(len(table), bool)
+    for c in pass_columns():
+        if c != "learned_pass":
+            wd &= np.asarray(table[c], bool)
+    return flag(wd, table["labelability"], table["labelability_hi"], table["n_test_pos"], cfg)
+
+
+def summarize(table: pd.DataFrame, cfg: FlagConfig | None = None) -> FlagSummary:
+    """Counts of alive, well-defined and flagged latents, passes per criterion, flagged by best describer (and, with
+    the flag's settings, the flag without C7's gate: `without_learned`)."""
     alive = int((table["firing_count"] > 0).sum()) if "firing_count" in table else len(table)
     by_describer: dict[str, int] = {}
     if "best_describer" in table:
         counts = table.loc[table["flag"], "best_describer"].value_counts()
         by_describer = {str(k): int(v) for k, v in counts.items()}
+    unlearned = None if cfg is None else without_learned(table, cfg)
     return FlagSummary(
         n_latents=len(table),
         alive=alive,
@@ -192,6 +210,7 @@ def summarize(table: pd.DataFrame) -> FlagSummary:
         passes={c: int(table[c].sum()) for c in pass_columns() if c in table},
         flagged_by_describer=by_describer,
         token_anchored=int(table["token_anchored"].sum()) if "token_anchored" in table else 0,
+        flagged_without_learned=None if unlearned is None else int(unlearned.sum()),
     )
 
 

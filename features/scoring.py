@@ -23,6 +23,7 @@ from features.criteria.registry import Context, Outcome, criteria
 from features.definition import Definition, definition_to_toml
 from features.flags import summarize
 from features.labelability import LBLConfig, LBLTable, run_lbl, shuffled_control
+from features.labelability.llm import add_blank_columns
 from features.store.writer import ExamplesAttrs, StoreContent
 
 NOT_SCORED = {
@@ -146,7 +147,8 @@ def lbl_runner(workers: int, progress: bool) -> Callable[..., LBLTable]:
 
 
 def feature_table(crit: CriteriaResults, lbl: LBLResults) -> pd.DataFrame:
-    """The per-latent table before the flag (column order is the writer's business)."""
+    """The per-latent table before the flag (column order is the writer's business); the llm describer's columns
+    are blank (it runs only in `xenofeat explain`, never while scoring)."""
     n = len(lbl.frame)
     table = pd.DataFrame({"feature": np.arange(n, dtype=np.int64)})
     for out in crit.outcomes.values():
@@ -154,14 +156,14 @@ def feature_table(crit: CriteriaResults, lbl: LBLResults) -> pd.DataFrame:
             table[name] = np.asarray(values)
     for name in lbl.frame.columns:
         table[name] = lbl.frame[name].to_numpy()
-    return table
+    return add_blank_columns(table)
 
 
 def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, inputs: Any, res: Any,
                   defn: Definition, job: Any) -> dict[str, Any]:  # fmt: skip  # noqa: ANN401
     """summary.json's content (timings are added once the store is written); `inputs` is the job's resolved
     `features.sae_inputs.Inputs`, `job` the `ScoreJob`."""
-    fs = summarize(table)
+    fs = summarize(table, defn.flag)
     scored = table["best_describer"] != NOT_SCORED["best_describer"]
     return {
         "xenofeat_version": __version__,
@@ -172,6 +174,7 @@ def build_summary(table: pd.DataFrame, crit: CriteriaResults, lbl: LBLResults, i
         "passes": fs.passes,
         "flagged_by_describer": fs.flagged_by_describer,
         "token_anchored": fs.token_anchored,
+        "flagged_without_learned": fs.flagged_without_learned,
         "best_describer": {
             str(k): int(v) for k, v in table.loc[scored, "best_describer"].value_counts().items()
         },

@@ -102,6 +102,20 @@ def describer_rows(row: pd.Series) -> pd.DataFrame:
         )
         for d in registered_describers()
     ]
+    if str(row.get("llm_model", "") or ""):  # explained by `xenofeat explain` (the llm describer, run apart)
+        kind = str(row.get("llm_score_kind", "none")).replace("_", " ")
+        checks = (
+            f"an LLM's explanation ({row['llm_model']}, {kind} on {int(row.get('llm_n_windows', 0))} windows)"
+        )
+        rows.append(
+            (
+                "llm",
+                checks,
+                float(row.get("auroc_llm", np.nan)),
+                best == "llm",
+                str(row.get("llm_explanation", "")),
+            )
+        )
     return pd.DataFrame(rows, columns=["describer", "checks", "AUROC (held out)", "best", "readable form"])
 
 
@@ -154,6 +168,10 @@ def _describers_and_histogram(row: pd.Series, ex: Any) -> None:  # noqa: ANN401 
             row_height=66,  # above 4rem Streamlit wraps text
         )
         st.markdown(f"**Best describer's readable form:** {md_code(row.get('readable', '–'))}")
+        if str(row.get("llm_model", "") or ""):
+            st.markdown(
+                f"**LLM's explanation** ({md_text(row['llm_model'])}): {md_text(row['llm_explanation'])}"
+            )
     with c2:
         st.subheader("Activation histogram")
         e = ex.hist_edges

@@ -1,6 +1,6 @@
 """The label tester on a feature page: a person's hypothesis (tokens, regex, rule) scored on the latent's held-out
-LBL windows with precision, recall and AUROC beside the best describer's; every attempt is saved to
-`RUN/features/labels.jsonl` (features.store.labels) and listed."""
+LBL windows with precision, recall and AUROC beside the best describer's (and the LLM's, where `xenofeat explain`
+ran); every attempt is saved to `RUN/features/labels.jsonl` (features.store.labels) and listed."""
 
 from __future__ import annotations
 
@@ -71,11 +71,14 @@ def render(store: FeatureStore, run: Path, latent: int) -> None:
         st.markdown(
             f"**{md_text(kind)}** {md_code(text)} on {sc.n_pos} firing and {sc.n_neg} non-firing held-out windows"
         )
-        c = st.columns(4)
+        llm_auroc = row.get("auroc_llm", float("nan")) if str(row.get("llm_model", "") or "") else None
+        c = st.columns(5 if llm_auroc is not None else 4)
         c[0].metric("precision", _fmt(sc.precision))
         c[1].metric("recall", _fmt(sc.recall))
         c[2].metric("AUROC (yours)", _fmt(sc.auroc))
         c[3].metric(f"AUROC ({md_text(best)} describer)", _fmt(float(best_auroc)))
+        if llm_auroc is not None:
+            c[4].metric("AUROC (LLM)", _fmt(float(llm_auroc)), help=str(row.get("llm_explanation", "")))
     try:
         attempts = read_attempts(run, latent)
     except UserError as err:  # a damaged labels.jsonl: say so, keep the page usable

@@ -1,4 +1,4 @@
-"""Subcommands of the `features` package: `xenofeat score`, `run`, `definition` and `export`."""
+"""Subcommands of the `features` package: `xenofeat score`, `run`, `definition`, `export` and `explain`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from features.cli import definition, export
+from features.cli import definition, explain, export
 from features.cli.summary import summary_text
 
 
@@ -84,3 +84,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     definition.register(sub)
     export.register(sub)
+    explain.register(sub)

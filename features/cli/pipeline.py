@@ -16,6 +16,7 @@ The defaults take about 7.5 minutes on 2 CPU cores (measured: benchmarks/RESULTS
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from activations.build import CacheJob, build_cache
 from activations.cache import ActivationCache
 from activations.errors import UserError
-from features.cli.summary import control_text, summary_text
+from features.cli.summary import control_figures, control_text, summary_text
 from sae_training.config import PRESETS, TrainConfig
 from sae_training.run import read_run_json
 
@@ -156,12 +157,23 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
     if getattr(args, "control", False):
         log.info("control: the same pipeline on a random-init copy of the model -> %s", out / CONTROL_DIR)
         control = run_pipeline(out / CONTROL_DIR, control_config(cfg), progress=not args.quiet)
+        write_control_json(out / CONTROL_JSON, summary, control)
         sys.stdout.write(control_text(summary, control))
     sys.stdout.write(f"open the viewer with:\n  xenofeat view {out}\n")
     return 0
 
 
 CONTROL_DIR = "control"
+CONTROL_JSON = "control.json"
+"""OUT/control.json: the figures `xenofeat run --control` prints, for the trained model and the random-init copy."""
+
+
+def write_control_json(path: Path, trained: dict[str, Any], control: dict[str, Any]) -> None:
+    """Store the side-by-side figures (atomically: a kill leaves the old file or the new one)."""
+    data = {"trained": control_figures(trained), "random_init": control_figures(control)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def control_config(cfg: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -59,21 +59,34 @@ def learned_lines(learned: dict[str, Any] | None) -> list[str]:
     ]
 
 
+CONTROL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("latents alive", "alive", "{}"),
+    ("well defined", "well_defined", "{}"),
+    ("learned (C7)", "n_learned", "{}"),
+    ("flagged", "flagged", "{}"),
+    ("flagged without C7", "flagged_without_learned", "{}"),
+    ("token-anchored", "token_anchored", "{}"),
+    ("LBL scored", "lbl_scored", "{}"),
+    ("mean LBL", "lbl_mean", "{:.3f}"),
+    ("PW-MCC", "pw_mcc", "{:.3f}"),
+    ("PW-MCC, random dicts", "pw_mcc_null", "{:.3f}"),
+)
+"""(label, key, format) of what `xenofeat run --control` compares; `n_learned` is read from the `learned` block."""
+
+
+def control_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The CONTROL_ROWS figures of one store's summary (None where the store has no such figure)."""
+    learned = summary.get("learned") or {}
+    flat = {**summary, "n_learned": learned.get("n_learned") if learned.get("applicable") else None}
+    return {key: flat.get(key) for _, key, _ in CONTROL_ROWS}
+
+
 def control_text(trained: dict[str, Any], control: dict[str, Any]) -> str:
-    """Side by side: the trained model's scores and the random-init control's (labelability's second control)."""
-
-    def row(name: str, key: str, fmt: str = "{}") -> str:
-        a, b = trained.get(key), control.get(key)
-        show = lambda v: "-" if v is None else fmt.format(v)  # noqa: E731
-        return f"  {name:22s}{show(a):>12s}{show(b):>14s}\n"
-
-    return (
-        f"control (random-init model){'trained':>12s}{'random init':>14s}\n"
-        + row("latents alive", "alive")
-        + row("well defined", "well_defined")
-        + row("flagged", "flagged")
-        + row("LBL scored", "lbl_scored")
-        + row("mean LBL", "lbl_mean", "{:.3f}")
-        + row("PW-MCC", "pw_mcc", "{:.3f}")
-        + row("PW-MCC, random dicts", "pw_mcc_null", "{:.3f}")
-    )
+    """Side by side: the trained model's scores and the random-init control's. "flagged" has C7 applied (on the
+    control, C7 compares it with a second random draw); "flagged without C7" is the flag with C7 left out."""
+    a, b = control_figures(trained), control_figures(control)
+    show = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
+    rows = [
+        f"  {name:22s}{show(a[key], fmt):>12s}{show(b[key], fmt):>14s}\n" for name, key, fmt in CONTROL_ROWS
+    ]
+    return f"control (random-init model){'trained':>12s}{'random init':>14s}\n" + "".join(rows)

@@ -9,7 +9,7 @@ the random copy predicts at the same tokens:
 
 M the latent's mean activation per token id and w_i a ridge fit of the rest on z (`features.criteria.learned_fit`),
 both fit on train documents and scored by R² on held-out documents. A latent counts as **learned** when that R² is
-below `max_r2`. The random copy is the `random-init:MODEL` model `xenofeat run --control` uses (seed 0); for a
+below `max_r2`. The random copy is the `random-init:MODEL` model `xenofeat run --control` uses (seed 0; for the control's own cache, a second draw, seed 1); for a
 synthetic cache, the seeded random network of its token stream (`activations.synth_random`); a cache imported from
 arrays has none, and C7 is not applicable there.
 
@@ -122,18 +122,28 @@ def random_network_for(cache_path: Path | None, hook: str, seed: int) -> RandomN
 
 
 def _random_init_copy(model_id: str, hook: str) -> RandomNetwork:
-    """The `random-init:MODEL` copy of the cache's model, reading `hook` (None network when it cannot load)."""
+    """The `random-init:MODEL` copy of the cache's model, reading `hook` (None network when it cannot load).
+
+    When the cache's model is itself a random-init copy (the `--control` run), C7 compares it with another random
+    draw of the same architecture (init seed 1), not with itself: a latent of the control then counts as learned
+    only if a second random network of its shape does not carry it, which is what "any random network of that
+    shape computes it" means. Compared with itself, every latent would trivially be "not learned".
+    """
     import torch
 
     from activations.model import RANDOM_INIT, capture, load_model
 
-    name = model_id if model_id.startswith(RANDOM_INIT) else RANDOM_INIT + model_id
+    control = model_id.startswith(RANDOM_INIT)
+    name = model_id if control else RANDOM_INIT + model_id
+    init_seed = 1 if control else 0
     try:
-        model = load_model(name)
+        model = load_model(name, init_seed=init_seed)
     except UserError as err:
         return RandomNetwork(
             None, name, f"its random-init copy cannot be loaded ({str(err).removeprefix('--model: ')})"
         )
+    if control:
+        name = f"{name} (init seed {init_seed})"
     if hook not in model.bridge.hook_dict:
         return RandomNetwork(None, name, f"its random-init copy has no hook {hook}")
 

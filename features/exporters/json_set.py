@@ -22,7 +22,14 @@ from features.store.sets import FeatureSet, load_sets, now_iso, save_set, valida
 FILE = "feature_set.json"
 FORMAT = "xenofeat.feature-set"
 VERSION = "1.0"
-TEXT_COLUMNS = ("best_describer", "readable")
+TEXT_COLUMNS = (
+    "best_describer",
+    "readable",
+    "llm_explanation",
+    "llm_model",
+    "llm_prompt_version",
+    "llm_score_kind",
+)
 
 
 @cache
@@ -51,6 +58,20 @@ def _scalar(v: Any) -> Any:  # noqa: ANN401
     return str(v)
 
 
+def llm_record(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The `llm` describer's result for a table row (`xenofeat explain`), or None when it was not explained."""
+    if not str(rec.get("llm_model", "") or ""):
+        return None
+    return {
+        "explanation": str(rec["llm_explanation"]),
+        "auroc": _scalar(rec.get("auroc_llm")),
+        "score_kind": str(rec.get("llm_score_kind", "none")),
+        "n_windows": _scalar(rec.get("llm_n_windows")),
+        "model": str(rec["llm_model"]),
+        "prompt_version": str(rec.get("llm_prompt_version", "")),
+    }
+
+
 def build(ctx: ExportContext) -> dict[str, Any]:
     """The feature-set document for the context's selection."""
     sel = ctx.selected
@@ -68,6 +89,7 @@ def build(ctx: ExportContext) -> dict[str, Any]:
                 "flag": bool(rec.get("flag", False)),
                 "well_defined": bool(rec.get("well_defined", False)),
                 "labels_tried": json.loads(json.dumps(ctx.labels_tried(i), default=_scalar)),
+                "llm": llm_record(rec),
             }
         )
     d = ctx.definition

@@ -7,8 +7,9 @@
 
 Field names are Neuronpedia's (camelCase, `index` a string, `layer` = the source id), as in SAEDashboard's
 exporter and Neuronpedia's Prisma schema. Explanations: the winning LBL describer's readable form
-(`typeName` "xenofeat_<describer>", `scoreV1` its test AUROC, `scoreV2` the labelability) and every label a person
-tried in the viewer (`typeName` "xenofeat_label_tester": the hypothesis as typed, `scoreV1` its AUROC on the
+(`typeName` "xenofeat_<describer>", `scoreV1` its test AUROC, `scoreV2` the labelability), the LLM's explanation
+where `xenofeat explain` ran (`typeName` "xenofeat_llm", `explanationModelName` the model, `scoreV1` its detection
+AUROC on the held-out windows) and every label a person tried in the viewer (`typeName` "xenofeat_label_tester": the hypothesis as typed, `scoreV1` its AUROC on the
 held-out windows, null when it could not be computed). Fields we cannot compute without the model's unembedding
 (logit tables and histograms) are written empty, as SAEDashboard does for fields it lacks.
 """
@@ -170,6 +171,13 @@ def write(ctx: ExportContext, folder: Path) -> None:
                 "typeName": f"xenofeat_{best}", "explanationModelName": "xenofeat-lbl-v1",
                 "notes": json.dumps(notes, default=lambda o: o.item() if hasattr(o, "item") else str(o)),
                 "scoreV1": _f(auroc), "scoreV2": _f(rec.get("labelability", float("nan"))), **common})  # fmt: skip
+            if str(rec.get("llm_model", "") or ""):  # the llm describer (`xenofeat explain`)
+                expl.append({"id": cuid(model_id, source_id, i, "llm"), "modelId": model_id, "layer": source_id,
+                    "index": str(i), "description": str(rec["llm_explanation"]), "authorId": CREATOR,
+                    "typeName": "xenofeat_llm", "explanationModelName": str(rec["llm_model"]),
+                    "notes": json.dumps({"score_kind": rec.get("llm_score_kind"), "n_windows": int(rec.get(
+                        "llm_n_windows", 0)), "prompt_version": rec.get("llm_prompt_version")}),
+                    "scoreV1": _f(rec.get("auroc_llm", float("nan"))), "scoreV2": None, **common})  # fmt: skip
             for k, att in enumerate(ctx.labels_tried(i)):
                 expl.append({"id": cuid(model_id, source_id, i, "tried", k), "modelId": model_id, "layer": source_id,
                     "index": str(i), "description": att["text"],

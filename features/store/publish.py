@@ -5,7 +5,8 @@ same lock the viewer's writers of sets.json and labels.jsonl take):
 
 1. `features.tmp/READY` is written: the commit point. Before it, an interrupted score is rolled back (the unfinished
    folder is discarded by the next score); from it on, the publish is rolled forward by whoever comes next;
-2. the person's files (`sets.json`, `labels.jsonl`) are copied from `features/` into `features.tmp/`;
+2. the person's files (`sets.json`, `labels.jsonl`, and `llm.jsonl`, the answers `xenofeat explain` paid for) are
+   copied from `features/` into `features.tmp/`;
 3. `features/` is renamed to `features.old/`;
 4. `features.tmp/` is renamed to `features/`;
 5. any person's file that `features/` lacks is taken from `features.old/`, and `features.old/` is removed.
@@ -37,7 +38,7 @@ from features.store.schema import FEATURES_DIR, TMP_DIR
 OLD_DIR = "features.old"
 READY = "READY"
 LOCK_FILE = ".features.lock"
-USER_FILES = ("sets.json", "labels.jsonl")  # written by the viewer into RUN/features/, never by scoring
+USER_FILES = ("sets.json", "labels.jsonl", "llm.jsonl")  # the viewer's and `xenofeat explain`'s, never scoring's
 log = logging.getLogger(__name__)
 
 

@@ -3,8 +3,9 @@ examples.h5, each declared once.
 
 Columns come from their owners: `feature` (the scorer, here), every criterion's declared columns (the registry
 `features.criteria.registry`), the labelability columns (`features.labelability.lbl_columns()`, generated from the
-describer registry), and the flag's (`features.flags.COLUMNS`). The
-table's column order is: feature, the gating criteria's columns, labelability, the tags' columns, the flag's.
+describer registry), the `llm` describer's (`features.labelability.llm.COLUMNS`, filled by `xenofeat explain`)
+and the flag's (`features.flags.COLUMNS`). The table's column order is: feature, the gating criteria's columns,
+labelability, the tags' columns, the llm describer's, the flag's.
 Datasets of examples.h5 are declared here (the examples, histograms, nearest latents, the scored grid, the
 vocabulary, LBL's test windows and per-decile AUROC) and by the criteria (C2's matches). STORE.md's two tables are
 generated from these declarations (`column_table_md`, `dataset_table_md`; `update_store_md` rewrites them, and a
@@ -20,9 +21,10 @@ from features.columns import Column, Dataset
 from features.criteria.registry import criteria
 
 STORE_FORMAT = "xenofeat.feature-store"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 """1.1: every column declared by its owner and stored in its declared dtype (match_cos, max_cos_other and
-meta_recon_cos were float32 in 1.0); 1.0 stores are read as they are."""
+meta_recon_cos were float32 in 1.0); 1.2: the `llm` describer's columns (`xenofeat explain`). Older 1.x stores are
+read as they are (without the llm columns: not explained)."""
 READABLE_MAJOR = 1
 FEATURES_DIR = "features"
 TMP_DIR = "features.tmp"
@@ -81,11 +83,12 @@ def lbl_columns() -> tuple[Column, ...]:
 def table_columns() -> tuple[Column, ...]:
     """Every column of features.parquet, in stored order."""
     from features.flags import COLUMNS as FLAG_COLUMNS
+    from features.labelability.llm import COLUMNS as LLM_COLUMNS
 
     crits = criteria()
     gating = tuple(col for c in crits if c.gates for col in c.columns)
     tags = tuple(col for c in crits if not c.gates for col in c.columns)
-    cols = SCORE_COLUMNS + gating + lbl_columns() + tags + FLAG_COLUMNS
+    cols = SCORE_COLUMNS + gating + lbl_columns() + tags + LLM_COLUMNS + FLAG_COLUMNS
     names = [c.name for c in cols]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

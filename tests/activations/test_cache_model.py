@@ -8,6 +8,7 @@ from transformers import AutoModel
 
 from activations.cache import ActivationCache
 from activations.model import embedded_model_dir
+from tests.helpers.common import error_line, run_cli
 
 
 def test_activations_equal_transformers_hidden_states(small_cache):
@@ -120,6 +121,11 @@ def test_random_init_copy_is_reproducible_and_different():
     b = capture(rnd, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
     c = capture(again, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
     assert torch.equal(b, c) and not torch.allclose(a, b, atol=1e-2)
+    # C7's copy for the control's own cache is a second draw (init seed 1): same shape, other weights
+    other = load_model("random-init:default", init_seed=1)
+    assert other.fingerprint() not in (rnd.fingerprint(), trained.fingerprint())
+    d = capture(other, x, m, ["blocks.2.hook_resid_post"])["blocks.2.hook_resid_post"]
+    assert d.shape == b.shape and not torch.allclose(b, d, atol=1e-2)
 
 
 def test_control_config_swaps_only_the_model():
@@ -133,3 +139,14 @@ def test_control_config_swaps_only_the_model():
     }
     assert ctl["train"] == cfg["train"] and ctl["score"] == cfg["score"]
     assert cfg["cache"]["model"] == "default"  # the caller's config is left alone
+
+
+def test_a_random_init_control_of_a_model_that_cannot_load_is_one_line(tmp_path):
+    """`xenofeat run --control` caches `random-init:MODEL`; a MODEL that is no model is one line, nothing written."""
+    not_a_model = tmp_path / "empty-model-dir"
+    not_a_model.mkdir()
+    out = tmp_path / "control" / "cache.h5"
+    res = run_cli("cache", "--model", f"random-init:{not_a_model}", "--max-tokens", "1000", "--out", str(out))
+    line = error_line(res)
+    assert line.startswith(f"xenofeat: error: --model: cannot load 'random-init:{not_a_model}'"), line
+    assert not out.exists()

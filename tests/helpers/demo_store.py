@@ -20,6 +20,7 @@ from features import store as st
 from features.definition import Definition, definition_to_toml
 from features.flags import apply_flags
 from features.labelability import describer_names
+from features.labelability.llm import add_blank_columns
 from features.store.schema import table_columns
 
 WORDS = [
@@ -219,7 +220,7 @@ def _random_table(
     rng: np.random.Generator, defn: Definition, F: int, T: int, n_test: int, named: list[str]
 ) -> pd.DataFrame:
     """Every column of the schema: random values by dtype, then the ones the viewer reads made consistent."""
-    table = pd.DataFrame({"feature": np.arange(F, dtype=np.int64)})
+    table = add_blank_columns(pd.DataFrame({"feature": np.arange(F, dtype=np.int64)}))  # not explained by an LLM
     for col in table_columns():
         if col.name in table or col.name in ("well_defined", "flag"):
             continue

@@ -11,6 +11,8 @@ from features.cli.summary import summary_text
 
 
 def _score(args: argparse.Namespace) -> int:
+    from activations.distributed import World
+    from features.distributed_score import score_command
     from features.score import ScoreJob, score
 
     job = ScoreJob(
@@ -25,6 +27,9 @@ def _score(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    world = World.from_env()
+    if world.distributed:  # under torchrun (features.distributed_score)
+        return score_command(job, world)
     res = score(job)
     sys.stdout.write(summary_text(res.summary, res.folder))
     return 0

@@ -179,7 +179,6 @@ def stream(
     world = World() if world is None else world
     n_seq = seqs_for(cache, max_tokens)
     w_dec = sae.W_dec.detach().float().numpy()  # (F, d)
-    n_latents = w_dec.shape[0]
     acc = FunctionAccumulator(w_dec, n_null, null_seed)
     ranges = chunk_ranges(cache, n_seq)[world.rank :: world.world_size]
     if world.distributed:
@@ -190,13 +189,20 @@ def stream(
         acc = add_sums(FunctionAccumulator(w_dec, n_null, null_seed), parts)
     else:
         parts = [stream_part(cache, hook, sae, ranges, acc, progress=progress)]
+    return combine_parts(cache, n_seq, parts, acc)
+
+
+def combine_parts(
+    cache: ActivationCache, n_seq: int, parts: list[PassPart], acc: FunctionAccumulator
+) -> PassResult:
+    """The pass's result from the parts of its chunks (any order; `acc` holds their sums, see `add_sums`)."""
+    n_latents = acc.W_dec.shape[0]
     blocks = sorted((blk for part in parts for blk in part.blocks), key=lambda blk: blk[0])
     n_tok = sum(p.n_tokens for p in parts)
     nnz = sum(p.nnz for p in parts)
     sum_sq, sum_x = parts[0].sum_sq, parts[0].sum_x
     for part in parts[1:]:
         sum_sq, sum_x = sum_sq + part.sum_sq, sum_x + part.sum_x
-    del parts
     csr = (
         sp.vstack([blk for _, blk in blocks], format="csr")
         if blocks

@@ -17,6 +17,7 @@ def _score(args: argparse.Namespace) -> int:
 
     job = ScoreJob(
         run=Path(args.run),
+        out=Path(args.out) if args.out else None,
         definition=Path(args.definition) if args.definition else None,
         max_tokens=args.max_tokens,
         sae=Path(args.sae) if args.sae else None,
@@ -59,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="folder that receives the store (DIR/features/; default: RUN)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--workers", type=int, default=2, help="processes for labelability (default 2)")

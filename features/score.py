@@ -7,11 +7,18 @@ SAE weights, LBL on the latents that fire (split over `workers` processes by lat
 the chunking), applies the flag, and writes the store atomically: everything goes into `RUN/features.tmp/`, which
 `features.store.publish` makes `RUN/features/` only at the end. A rerun after an interruption discards the unfinished
 folder and starts again; an existing store is replaced only with `overwrite`.
+
+Under torchrun (`world` distributed; `features.distributed_score` runs the command) every rank resolves the same
+inputs and streams its chunks of the cache (`features.streaming`: the codes are gathered to every rank, the sums
+reduced), rank 0 alone runs the criteria, every rank scores LBL on its share of the latents
+(`features.labelability.parallel.RankLBL`), and rank 0 alone applies the flag and writes and publishes the store;
+the other ranks write nothing and return None.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,19 +26,20 @@ from typing import Any
 import pandas as pd
 
 from activations.cache import ActivationCache
+from activations.distributed import World, collected
 from activations.errors import UserError
 from activations.settings import SettingError, Settings, integer, option_name
 from features import store as st
 from features.criteria.registry import Context
 from features.definition import load_definition
 from features.flags import apply_flags
+from features.labelability.parallel import RankLBL, follow_lbl
 from features.pretrained import STABILITY_MODES, train_companions
 from features.sae_inputs import Inputs, resolve_inputs
 from features.scoring import (
     Timer,
     build_summary,
     feature_table,
-    lbl_runner,
     run_criteria,
     run_labelability,
     store_content,
@@ -145,15 +153,21 @@ class ScoreResult:
     table: pd.DataFrame = field(repr=False)
 
 
-def score(job: ScoreJob) -> ScoreResult:
-    """Run the whole scoring job; returns the published store's folder and summary."""
-    defn = load_definition(job.definition)
-    inputs = resolve_inputs(
-        job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn, stability=job.stability
+def score(job: ScoreJob, world: World | None = None) -> ScoreResult | None:
+    """Run the whole scoring job; returns the published store's folder and summary (None on ranks other than 0)."""
+    world = World() if world is None else world
+    with collected(world) if world.distributed else nullcontext():  # a bad input stops every rank before work
+        defn = load_definition(job.definition)
+        inputs = resolve_inputs(
+            job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn, stability=job.stability
+        )
+        dest = job.out if job.out is not None else job.run
+        tmp = prepare(dest, job.overwrite) if world.is_main else None
+    # companions (C2 for one pretrained SAE) are trained by rank 0 alone: the other ranks stream the reference SAE
+    # and score LBL, neither of which reads the other seeds
+    companions = (
+        add_companions(inputs, dest, job, max(2, defn.stability.min_seeds - 1)) if world.is_main else None
     )
-    dest = job.out if job.out is not None else job.run
-    tmp = prepare(dest, job.overwrite)
-    companions = add_companions(inputs, dest, job, max(2, defn.stability.min_seeds - 1))
     timer = Timer()
     with ActivationCache.open(inputs.cache_path) as cache:
         vocab = cache.vocab
@@ -165,11 +179,17 @@ def score(job: ScoreJob) -> ScoreResult:
             n_null=defn.function.n_null,
             null_seed=defn.function.seed,
             progress=job.progress,
+            world=world,
         )
     timer.lap("stream")
-    crit = run_criteria(criteria_context(res, inputs), defn, timer)
+    if not world.is_main:
+        follow_lbl(world, res.acts_csc, res.tokens, res.doc_ids, res.mask, vocab, job.workers)
+        return None
     settings = job.settings
-    lbl = run_labelability(res, crit, defn, settings, lbl_runner(job.workers, job.progress), vocab, timer)
+    lbl_run = RankLBL(world, job.workers, job.progress)
+    with lbl_run.guard():  # the other ranks wait for their LBL share; an error here stops them
+        crit = run_criteria(criteria_context(res, inputs), defn, timer)
+        lbl = run_labelability(res, crit, defn, settings, lbl_run, vocab, timer)
     table = apply_flags(feature_table(crit, lbl), defn.flag)
     summary = build_summary(table, crit, lbl, inputs, res, defn, job)
     summary["stability"] = {

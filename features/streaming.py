@@ -9,6 +9,14 @@ empty. Memory is bounded by `max_tokens`: O(max_tokens * L0) for the codes plus 
 Antipodal pairs are only known once densities are (after the pass), while the accumulator takes `partner` up front
 for its co-firing sums; C3's compute fills those sums from the csc matrix afterwards
 (`FunctionAccumulator.set_partner`), which is the same sum.
+
+Under torchrun (`world` distributed) the pass is split by chunk: chunk i (`chunk_ranges`, the same chunks a single
+process scans) goes to rank i mod WORLD_SIZE, each rank encodes its chunks into a `PassPart`, and the parts are
+all-gathered: every rank stacks the sparse codes in chunk order (the codes are the same as one process's: the same
+chunks, encoded in the same batches) and adds the accumulators' sums in rank order. Only the sums change their
+order of summation (float64, relative differences ~1e-15). Every rank ends with the whole (T, F) matrix because
+every rank scores LBL on some of the latents, which reads their columns over all tokens: memory per rank is what
+one process needs, plus the gathered parts in transit.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from activations.cache import ActivationCache
+from activations.distributed import World, collected
+from activations.loader import prefetched
 from features.criteria.function import FunctionAccumulator
 
 log = logging.getLogger(__name__)
@@ -76,31 +86,54 @@ def encode_chunk(sae, x: np.ndarray, batch: int = 4096) -> tuple[sp.csr_matrix, 
     return out.astype(np.float32), recon
 
 
-def stream(
+ACC_SUMS = ("sum_a2", "cross", "null_cross", "pair_cofire", "sse_total", "n_tokens")
+"""The `FunctionAccumulator` fields that `update` adds to (all other fields are fixed by W_dec and the seed)."""
+
+
+@dataclass
+class PassPart:
+    """One process's share of the streaming pass: its chunks' codes and the sums over its tokens."""
+
+    blocks: list[tuple[int, sp.csr_matrix]]  # (first sequence, codes (n*L, F) on the chunk's full grid)
+    sums: dict[str, np.ndarray | float | int]  # the accumulator's `ACC_SUMS`
+    sum_sq: float
+    sum_x: np.ndarray
+    n_tokens: int
+    nnz: int
+
+
+def chunk_ranges(cache: ActivationCache, n_seq: int) -> list[tuple[int, int]]:
+    """The pass's chunks as sequence ranges [a, b): those of `ActivationCache.scan` (4 HDF5 chunks), cut at n_seq."""
+    step = cache.chunk_seqs * 4
+    return [(a, min(a + step, n_seq)) for a in range(0, n_seq, step)]
+
+
+def stream_part(
     cache: ActivationCache,
     hook: str,
     sae,  # noqa: ANN001 - sae_lens.SAE
+    ranges: list[tuple[int, int]],
+    acc: FunctionAccumulator,
     *,
-    max_tokens: int | None,
-    n_null: int,
-    null_seed: int,
     progress: bool = True,
-) -> PassResult:
-    """One in-order pass over the first `seqs_for(cache, max_tokens)` sequences of `hook`."""
-    n_seq = seqs_for(cache, max_tokens)
+) -> PassPart:
+    """Encode the chunks `ranges` (in order) into `acc` and a `PassPart`."""
+    hook = cache.check_hook(hook)
     L = cache.context_size
-    w_dec = sae.W_dec.detach().float().numpy()  # (F, d)
-    n_latents = w_dec.shape[0]
-    acc = FunctionAccumulator(w_dec, n_null, null_seed)
-    blocks: list[sp.csr_matrix] = []
-    sum_sq, sum_x, n_tok, nnz = 0.0, np.zeros(w_dec.shape[1]), 0, 0
-    bar = tqdm(total=n_seq * L, desc="encoding", unit="tok", unit_scale=True, disable=not progress)
-    for chunk in cache.scan(hook):
-        if chunk.seq_start >= n_seq:
-            break
-        take = min(len(chunk.tokens), n_seq - chunk.seq_start)
-        acts = chunk.acts[:take].reshape(take * L, -1)  # (n*L, d)
-        keep = ~chunk.mask[:take].reshape(-1)  # (n*L,)
+    n_latents = acc.W_dec.shape[0]
+    blocks: list[tuple[int, sp.csr_matrix]] = []
+    sum_sq, sum_x, n_tok, nnz = 0.0, np.zeros(acc.W_dec.shape[1]), 0, 0
+
+    def chunks():  # noqa: ANN202 - read ahead in a thread, as `ActivationCache.scan` does
+        for a, b in ranges:
+            yield a, cache.read_acts(hook, a, b), cache.mask[a:b]
+
+    bar = tqdm(total=sum(b - a for a, b in ranges) * L, desc="encoding", unit="tok", unit_scale=True,
+               disable=not progress)  # fmt: skip
+    for a, chunk_acts, chunk_mask in prefetched(chunks, 2):
+        take = len(chunk_acts)
+        acts = chunk_acts.reshape(take * L, -1)  # (n*L, d)
+        keep = ~chunk_mask.reshape(-1)  # (n*L,)
         x = np.ascontiguousarray(acts[keep], dtype=np.float32)  # (m, d)
         codes, recon = encode_chunk(sae, x)
         acc.update(x, recon, codes)
@@ -113,13 +146,72 @@ def stream(
         counts = np.zeros(take * L, dtype=np.int64)
         counts[rows] = np.diff(codes.indptr)
         indptr = np.concatenate([[0], np.cumsum(counts)])
-        blocks.append(sp.csr_matrix((codes.data, codes.indices, indptr), shape=(take * L, n_latents)))
+        blocks.append((a, sp.csr_matrix((codes.data, codes.indices, indptr), shape=(take * L, n_latents))))
         bar.update(take * L)
     bar.close()
-    csr = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_latents), dtype=np.float32)
+    sums = {name: getattr(acc, name) for name in ACC_SUMS}
+    return PassPart(blocks, sums, sum_sq, sum_x, n_tok, nnz)
+
+
+def add_sums(acc: FunctionAccumulator, parts: list[PassPart]) -> FunctionAccumulator:
+    """`acc` (fresh) holding the parts' sums added in order."""
+    for name in ACC_SUMS:
+        total = parts[0].sums[name]
+        for part in parts[1:]:
+            total = total + part.sums[name]
+        setattr(acc, name, total)
+    return acc
+
+
+def stream(
+    cache: ActivationCache,
+    hook: str,
+    sae,  # noqa: ANN001 - sae_lens.SAE
+    *,
+    max_tokens: int | None,
+    n_null: int,
+    null_seed: int,
+    progress: bool = True,
+    world: World | None = None,
+) -> PassResult:
+    """One in-order pass over the first `seqs_for(cache, max_tokens)` sequences of `hook`; under a distributed
+    `world`, each rank encodes its chunks and every rank returns the same gathered result (module docstring)."""
+    world = World() if world is None else world
+    n_seq = seqs_for(cache, max_tokens)
+    w_dec = sae.W_dec.detach().float().numpy()  # (F, d)
+    acc = FunctionAccumulator(w_dec, n_null, null_seed)
+    ranges = chunk_ranges(cache, n_seq)[world.rank :: world.world_size]
+    if world.distributed:
+        with collected(world):  # a rank that cannot read its chunks stops every rank
+            mine = stream_part(cache, hook, sae, ranges, acc, progress=progress and world.is_main)
+        parts = world.all_gather(mine)
+        del mine
+        acc = add_sums(FunctionAccumulator(w_dec, n_null, null_seed), parts)
+    else:
+        parts = [stream_part(cache, hook, sae, ranges, acc, progress=progress)]
+    return combine_parts(cache, n_seq, parts, acc)
+
+
+def combine_parts(
+    cache: ActivationCache, n_seq: int, parts: list[PassPart], acc: FunctionAccumulator
+) -> PassResult:
+    """The pass's result from the parts of its chunks (any order; `acc` holds their sums, see `add_sums`)."""
+    n_latents = acc.W_dec.shape[0]
+    blocks = sorted((blk for part in parts for blk in part.blocks), key=lambda blk: blk[0])
+    n_tok = sum(p.n_tokens for p in parts)
+    nnz = sum(p.nnz for p in parts)
+    sum_sq, sum_x = parts[0].sum_sq, parts[0].sum_x
+    for part in parts[1:]:
+        sum_sq, sum_x = sum_sq + part.sum_sq, sum_x + part.sum_x
+    csr = (
+        sp.vstack([blk for _, blk in blocks], format="csr")
+        if blocks
+        else sp.csr_matrix((0, n_latents), dtype=np.float32)
+    )
+    del blocks
     acts_csc = csr.tocsc()
     acts_csc.sort_indices()
-    del csr, blocks
+    del csr
     log.debug("streamed %d sequences, %d tokens, %d nonzeros", n_seq, n_tok, nnz)
     return PassResult(
         acts_csc=acts_csc,

@@ -16,10 +16,13 @@ def _sae_arg(value: str) -> Path | str:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from activations.distributed import World
+    from features.distributed_score import score_command
     from features.score import ScoreJob, score
 
     job = ScoreJob(
         run=Path(args.run),
+        out=Path(args.out) if args.out else None,
         definition=Path(args.definition) if args.definition else None,
         max_tokens=args.max_tokens,
         sae=_sae_arg(args.sae) if args.sae else None,
@@ -32,6 +35,9 @@ def _score(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    world = World.from_env()
+    if world.distributed:  # under torchrun (features.distributed_score)
+        return score_command(job, world)
     res = score(job)
     sys.stdout.write(summary_text(res.summary, res.folder))
     return 0
@@ -83,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--cache", metavar="F.h5", help="activation cache (required with --sae; default: the run's)"
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="folder that receives the store (DIR/features/; default: RUN)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--workers", type=int, default=2, help="processes for labelability (default 2)")

@@ -11,6 +11,11 @@ A finished stage is not redone (a complete cache, a complete run, a published st
 Settings come from the embedded defaults below, overridden by a TOML file with `[cache]`, `[train]` and `[score]`
 tables (keys as in `CacheJob`, `TrainConfig`, and `max_tokens`, `workers`, `seed`, `definition` for the score).
 The defaults take about 7.5 minutes on 2 CPU cores (measured: benchmarks/RESULTS.md).
+
+Under torchrun every stage runs on every rank: the cache is sharded (`activations.sharded_build`), the ensemble is
+trained by rank 0 while the others wait (`train_on_ranks`, the hook for seed-parallel training), and the score is
+distributed (`features.score`). Whether a stage is done is rank 0's decision, shared, so every rank takes the same
+path; only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import logging
 import sys
 import time
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from activations.build import CacheJob, build_cache
 from activations.cache import ActivationCache
+from activations.distributed import World, collected
 from activations.errors import UserError
 from features.cli.summary import control_figures, control_text, summary_text
 from sae_training.config import PRESETS, TrainConfig
@@ -91,13 +97,38 @@ def _stage(n: int, name: str) -> None:
     log.info("[%d/3] %s", n, name)
 
 
-def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the three stages into `out`; returns the store's summary."""
+def train_on_ranks(world: World, tcfg: TrainConfig, cache_path: Path, run_dir: Path, *, hook: str, resume: bool,
+                   progress: bool) -> None:  # fmt: skip
+    """The train stage on every rank: the ensemble's members spread over the ranks (seed-parallel,
+    `sae_training.parallel.Layout`; each member bit-identical to one-process training), rank 0 writing run.json."""
+    from sae_training.trainer import train
+
+    if not world.distributed:
+        train(tcfg, cache_path, run_dir, hook=hook, resume=resume, progress=progress)
+        return
+    with collected(world):  # an error on any rank stops them all, in one line from rank 0
+        train(tcfg, cache_path, run_dir, hook=hook, resume=resume, progress=progress and world.is_main, world=world)
+
+
+def _cache_state(cache_path: Path) -> tuple[bool, bool]:
+    """(exists, complete) of the pipeline's cache."""
+    if not cache_path.exists():
+        return False, False
+    with ActivationCache.open(cache_path, allow_partial=True) as c:
+        return True, c.meta.complete
+
+
+def run_pipeline(
+    out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = True, world: World | None = None
+) -> dict[str, Any] | None:
+    """Run (or resume) the three stages into `out`; returns the store's summary (None on ranks other than 0)."""
+    from activations.sharded_build import build_sharded
     from features.score import ScoreJob, score
     from features.store import FEATURES_DIR, FeatureStore
     from features.store.publish import recover
-    from sae_training.trainer import train
 
+    world = World() if world is None else world
+    progress = progress and world.is_main
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     cache_path, run_dir = out / "cache.h5", out / "sae"
@@ -105,14 +136,13 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
     t = time.perf_counter()
     _stage(1, f"cache -> {cache_path}")
     job = CacheJob(out=cache_path, **{**cfg["cache"], "hooks": tuple(cfg["cache"]["hooks"])})
-    done = False
-    if cache_path.exists():
-        with ActivationCache.open(cache_path, allow_partial=True) as c:
-            done = c.meta.complete
+    exists, done = world.all_gather(_cache_state(cache_path) if world.is_main else None)[0]
     if done:
         log.info("      the cache is complete; not redone")
+    elif world.distributed:
+        build_sharded(replace(job, device=world.device(job.device)), world, resume=exists)
     else:
-        build_cache(job, resume=cache_path.exists(), progress=progress)
+        build_cache(job, resume=exists, progress=progress)
     timings["cache"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
@@ -121,24 +151,29 @@ def run_pipeline(out: Path, cfg: dict[str, dict[str, Any]], *, progress: bool = 
         tcfg = TrainConfig.from_dict(cfg["train"], source="--config [train]")
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
-    info = read_run_json(run_dir) if run_dir.is_dir() else None
+    info = read_run_json(run_dir) if world.is_main and run_dir.is_dir() else None
+    info = world.all_gather(info)[0]
     if info is not None and info.get("status") == "complete":
         log.info("      the ensemble is trained; not redone")
     else:
-        train(tcfg, cache_path, run_dir, hook=job.hooks[0], resume=info is not None, progress=progress)
+        train_on_ranks(world, tcfg, cache_path, run_dir, hook=job.hooks[0], resume=info is not None,
+                       progress=progress)  # fmt: skip
     timings["train"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
     _stage(3, f"score -> {out / FEATURES_DIR}")
     s = cfg["score"]
-    recover(out)  # a publish cut short by a kill counts as done once completed
-    if (out / FEATURES_DIR).is_dir():
+    if world.is_main:
+        recover(out)  # a publish cut short by a kill counts as done once completed
+    if world.all_gather((out / FEATURES_DIR).is_dir() if world.is_main else None)[0]:
         log.info("      the store exists; not redone")
     else:
         definition = Path(s["definition"]) if s.get("definition") else None
         score(ScoreJob(run=run_dir, out=out, definition=definition, max_tokens=s["max_tokens"],
-                       workers=s["workers"], seed=s["seed"], progress=progress))  # fmt: skip
+                       workers=s["workers"], seed=s["seed"], progress=progress), world)  # fmt: skip
     timings["score"] = round(time.perf_counter() - t, 1)
+    if not world.is_main:
+        return None
     summary = FeatureStore.open(out).summary
     log.info("stage times (s): %s", timings)
     return summary
@@ -152,11 +187,32 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
             raise UserError(f"--max-tokens: must be positive, got {args.max_tokens}")
         cfg["score"]["max_tokens"] = args.max_tokens
     out = Path(args.out)
-    summary = run_pipeline(out, cfg, progress=not args.quiet)
-    sys.stdout.write(summary_text(summary, out / "features"))
-    if getattr(args, "control", False):
+    world = World.from_env()
+    with_control = getattr(args, "control", False)
+
+    def runs() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if world.distributed:
+            from features.distributed_score import agree_on_values
+
+            agree_on_values(world, {"out": out, "control": with_control, **cfg})
+        summary = run_pipeline(out, cfg, progress=not args.quiet, world=world)
+        if not with_control:
+            return summary, None
         log.info("control: the same pipeline on a random-init copy of the model -> %s", out / CONTROL_DIR)
-        control = run_pipeline(out / CONTROL_DIR, control_config(cfg), progress=not args.quiet)
+        control = run_pipeline(out / CONTROL_DIR, control_config(cfg), progress=not args.quiet, world=world)
+        return summary, control
+
+    if world.distributed:  # under torchrun: every stage on every rank (module docstring); rank 0 prints
+        from features.distributed_score import on_ranks
+
+        code, result = on_ranks(world, runs)
+        if code or not world.is_main:
+            return code
+    else:
+        result = runs()
+    summary, control = result
+    sys.stdout.write(summary_text(summary, out / "features"))
+    if control is not None:
         write_control_json(out / CONTROL_JSON, summary, control)
         sys.stdout.write(control_text(summary, control))
     sys.stdout.write(f"open the viewer with:\n  xenofeat view {out}\n")

@@ -107,7 +107,15 @@ def train_on_ranks(world: World, tcfg: TrainConfig, cache_path: Path, run_dir: P
         train(tcfg, cache_path, run_dir, hook=hook, resume=resume, progress=progress)
         return
     with collected(world):  # an error on any rank stops them all, in one line from rank 0
-        train(tcfg, cache_path, run_dir, hook=hook, resume=resume, progress=progress and world.is_main, world=world)
+        train(
+            tcfg,
+            cache_path,
+            run_dir,
+            hook=hook,
+            resume=resume,
+            progress=progress and world.is_main,
+            world=world,
+        )
 
 
 def _cache_state(cache_path: Path) -> tuple[bool, bool]:

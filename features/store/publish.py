@@ -38,7 +38,11 @@ from features.store.schema import FEATURES_DIR, TMP_DIR
 OLD_DIR = "features.old"
 READY = "READY"
 LOCK_FILE = ".features.lock"
-USER_FILES = ("sets.json", "labels.jsonl", "llm.jsonl")  # the viewer's and `xenofeat explain`'s, never scoring's
+USER_FILES = (
+    "sets.json",
+    "labels.jsonl",
+    "llm.jsonl",
+)  # the viewer's and `xenofeat explain`'s, never scoring's
 log = logging.getLogger(__name__)
 
 

@@ -32,14 +32,18 @@ def planted() -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, list[s
     tokens[:, 0] = 0
     nxt = np.full((N_SEQ, L), -1)
     nxt[:, :-1] = tokens[:, 1:]
-    fires = np.stack(
-        [
-            nxt == OPEN,  # fires before "(": what it predicts
-            (tokens == IS) & (nxt == UNDERSCORE),  # on "is" only when "_" follows: a minority of its occurrences
-            rng.random((N_SEQ, L)) < 0.08,
-        ],
-        axis=-1,
-    ) & ~mask[..., None]
+    fires = (
+        np.stack(
+            [
+                nxt == OPEN,  # fires before "(": what it predicts
+                (tokens == IS)
+                & (nxt == UNDERSCORE),  # on "is" only when "_" follows: a minority of its occurrences
+                rng.random((N_SEQ, L)) < 0.08,
+            ],
+            axis=-1,
+        )
+        & ~mask[..., None]
+    )
     values = rng.uniform(0.5, 5.0, size=fires.shape) * fires
     doc_ids = (np.arange(N_SEQ * L) // 200).reshape(N_SEQ, L).astype(np.int32)
     return sp.csc_matrix(values.reshape(N_SEQ * L, -1)), tokens.astype(np.int32), doc_ids, mask, vocab

@@ -50,7 +50,12 @@ class ChatServer:
         stall_first_s: float = 0.0,
         die_after: int | None = None,
     ) -> None:
-        self.model, self.logprobs, self.stall_first_s, self.die_after = model, logprobs, stall_first_s, die_after
+        self.model, self.logprobs, self.stall_first_s, self.die_after = (
+            model,
+            logprobs,
+            stall_first_s,
+            die_after,
+        )
         self.fail = list(fail)
         self.requests: list[dict[str, Any]] = []
         self.answered: list[dict[str, Any]] = []

@@ -220,7 +220,9 @@ def _random_table(
     rng: np.random.Generator, defn: Definition, F: int, T: int, n_test: int, named: list[str]
 ) -> pd.DataFrame:
     """Every column of the schema: random values by dtype, then the ones the viewer reads made consistent."""
-    table = add_blank_columns(pd.DataFrame({"feature": np.arange(F, dtype=np.int64)}))  # not explained by an LLM
+    table = add_blank_columns(
+        pd.DataFrame({"feature": np.arange(F, dtype=np.int64)})
+    )  # not explained by an LLM
     for col in table_columns():
         if col.name in table or col.name in ("well_defined", "flag"):
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -135,8 +136,13 @@ def test_a_server_dying_mid_run_is_resumed_without_repeating_a_request(run: Path
     with ChatServer() as second:
         res = _cli(run, second.url)
         assert res.returncode == 0, res.stderr[-2000:]
-    assert "52 requests to send (30 answered before" in res.stdout
-    assert len(second.requests) == 82 - 30
+    # 82 requests in all; the 30 answered ones are not sent again (a window text that occurs twice shares its
+    # cached answer, so "answered before" may count a few more than the 30 lines of the cache)
+    m = re.search(r"(\d+) requests to send \((\d+) answered before", res.stdout)
+    assert m, res.stdout
+    to_send, answered = int(m.group(1)), int(m.group(2))
+    assert to_send + answered == 82 and answered >= 30
+    assert len(second.requests) == to_send
     assert not _keys(first.answered) & _keys(second.requests)  # nothing asked twice
 
 

@@ -74,7 +74,7 @@ def test_builtin_criteria_in_order():
     names = [(c.number, c.name, c.gates) for c in criteria()]
     assert names == [(1, "support", True), (2, "stability", True), (3, "function", True), (4, "mdl", True),
                      (5, "atomicity", False), (6, "geometry", False), (7, "learned", True)]  # fmt: skip
-    assert list(Definition().sections) == [n for _, n, _ in names] + ["labelability", "flag"]
+    assert list(Definition().sections) == [n for _, n, _ in names] + ["labelability", "flag", "llm"]
 
 
 def test_a_registered_criterion_joins_the_definition_file(c8, tmp_path: Path):

@@ -59,6 +59,7 @@ class ChatServer:
         self.fail = list(fail)
         self.requests: list[dict[str, Any]] = []
         self.answered: list[dict[str, Any]] = []
+        self._reserved = 0  # requests let through (answered or about to be), for `die_after`
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -110,6 +111,13 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with (
+                    owner._lock
+                ):  # concurrent requests: reserve an answer, so no more than die_after are given
+                    if owner.die_after is not None and owner._reserved >= owner.die_after:
+                        self.close_connection = True
+                        return  # dead: the connection closes without an answer
+                    owner._reserved += 1
                 owner.headers.append(dict(self.headers))
                 status, data, stall = owner.reply(body)
                 if stall:

@@ -78,7 +78,8 @@ def _launch(
 ):
     logs = tmp / name
     args = ["train", "--cache", str(cache), "--out", str(out), "--config", str(_config(tmp)), *ARGS, *extra]
-    return torchrun(*args, logs=logs, env=env)
+    r, stderr, _stdout = torchrun(*args, logs=logs, env=env)
+    return r, stderr
 
 
 def _weights(run: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -182,7 +183,7 @@ def test_ranks_started_with_different_arguments_are_refused(cache: Path, tmp_pat
         f"exec {xenofeat} train --cache {cache} --out {out} --width 64 --k $((3 + RANK)) --tokens 8192 "
         "--batch-size 256 --seeds 0,1 --no-progress"
     )
-    r, stderr = torchrun("sh", "-c", command, logs=tmp_path / "logs", no_python=True)
+    r, stderr, _stdout = torchrun("sh", "-c", command, logs=tmp_path / "logs", no_python=True)
     assert r.returncode != 0
     lines = [ln for ln in stderr[0].splitlines() if ln.startswith("xenofeat: error:")]
     assert len(lines) == 1 and "Traceback" not in stderr[0], stderr[0]

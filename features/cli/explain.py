@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from features.cli.export import add_selection_options, selection_from_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `xenofeat explain` to the parser."""
@@ -19,13 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the definition's [llm] mode decides whether the score is shown only, tags, or enters LBL and the flag.",
     )
     p.add_argument("run", metavar="RUN", help="the scored run folder (holding features/)")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--flagged", action="store_true", help="the flagged latents (well defined, not labelable)")
-    g.add_argument("--set", metavar="NAME", help="a feature set saved in the run (viewer or API)")
-    g.add_argument("--features", metavar="I,J,...", help="latent indices, comma separated")
-    g.add_argument(
-        "--where", metavar="EXPR", help="a condition on the feature table, e.g. 'flag and density > 0.01'"
-    )
+    add_selection_options(p)
     p.add_argument(
         "--endpoint",
         required=True,
@@ -51,16 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from features.explain import ExplainJob, explain
-    from features.selection import Selection, parse_features
 
-    if args.flagged:
-        sel = Selection.flagged()
-    elif args.set is not None:
-        sel = Selection.from_set(args.set)
-    elif args.features is not None:
-        sel = Selection.from_features(parse_features(args.features))
-    else:
-        sel = Selection.where(args.where)
+    sel = selection_from_args(args)
     job = ExplainJob(
         run=Path(args.run),
         selection=sel,

@@ -1,7 +1,8 @@
 """Distributed scoring against one process on the same cores: 2 processes x 1 thread vs 1 process x 2 threads.
 
 Scores a trained run twice into a scratch folder, each time as a fresh `xenofeat` command, and reports the wall
-time of each, their ratio (> 1: the two ranks are faster), the stage times rank 0 records in summary.json, and
+time of each, their ratio (> 1: the two ranks are faster), the stage times rank 0 records in summary.json, the bytes
+each rank reads and writes (`benchmarks/io_probe.py`; the LBL worker processes of `--workers 2` are not counted) and
 whether the two stores agree (the same comparison as tests/features/test_distributed_score.py, in brief):
 
   one process:  OMP_NUM_THREADS=2 xenofeat score RUN --out SCRATCH/one --workers 2
@@ -16,27 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-
-
-def timed(command: list[str], threads: int) -> float:
-    """Wall seconds of `command` with `threads` threads per process; a failure stops the benchmark."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    t = time.perf_counter()
-    r = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{r.stderr[-3000:]}")
-    return time.perf_counter() - t
+from io_probe import launch, mib
 
 
 def max_float_difference(a: Path, b: Path) -> float:
@@ -59,6 +45,11 @@ def max_float_difference(a: Path, b: Path) -> float:
     return worst
 
 
+def common_cmd(common: list[str]) -> list[str]:
+    """`xenofeat score` with the shared arguments."""
+    return ["score", *common]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a trained run folder")
@@ -69,9 +60,19 @@ def main() -> None:
     args = ap.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench-dscore-"))
     common = [str(args.run.resolve()), "--max-tokens", str(args.max_tokens), "--quiet", "--overwrite"]
-    one = timed([str(BIN / "xenofeat"), "score", *common, "--out", str(scratch / "one"), "--workers", "2"], 2)
-    launcher = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", str(BIN / "xenofeat")]
-    two = timed([*launcher, "score", *common, "--out", str(scratch / "two"), "--workers", "1"], 1)
+    io_dir = scratch / "io"
+    one, io_one = launch(
+        [*common_cmd(common), "--out", str(scratch / "one"), "--workers", "2"],
+        ranks=1,
+        threads=2,
+        io_dir=io_dir,
+    )
+    two, io_two = launch(
+        [*common_cmd(common), "--out", str(scratch / "two"), "--workers", "1"],
+        ranks=2,
+        threads=1,
+        io_dir=io_dir,
+    )
     stages = {
         name: json.loads((scratch / name / "features" / "summary.json").read_text())["timings"]
         for name in ("one", "two")
@@ -82,6 +83,11 @@ def main() -> None:
     print(f"2 processes x 1 thread: {two:8.1f} s")
     print(f"ratio (1x2 / 2x1)     : {one / two:8.2f}  (> 1: the two ranks are faster)")
     print(f"stores: identical columns; largest relative float difference {diff:.1e}")
+    for name, io in (("one", io_one), ("two", io_two)):
+        print(
+            f"MiB read / written per rank, {name}: "
+            + "; ".join(f"r{r} {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(io.items()))
+        )
     for name, timings in stages.items():
         print(f"stage seconds, {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 

@@ -1,8 +1,8 @@
 """Training on 2 processes x 1 thread (torchrun, gloo) against 1 process x 2 threads, seed-parallel and
 data-parallel, as wall-clock ratios on the same synthetic cache and config.
 
-Four timed commands, each the real `xenofeat train` in a fresh process (startup and finish included, as a user
-sees them):
+Four timed commands, each the real `xenofeat train` in fresh processes (startup and finish included, as a user
+sees them), with the bytes each rank reads and writes (`benchmarks/io_probe.py`):
 
 - one process, OMP_NUM_THREADS=2, seeds 0,1 (the baseline for both);
 - `torchrun --nproc-per-node 2`, OMP_NUM_THREADS=1, seeds 0,1 (seed-parallel: one member per rank);
@@ -12,6 +12,7 @@ sees them):
 A ratio above 1 means the two processes are faster than one process with two threads.
 
 Run: python benchmarks/bench_distributed_training.py [--tokens 200000] [--width 2048] [--cache-tokens 256000]
+     [--d-model 384] [--batch-size 4096]
      (minutes on 2 cores at the defaults; `--tokens 16384 --width 256 --cache-tokens 32768` is a smoke run)
 """
 
@@ -19,59 +20,55 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(command: list[str], threads: int) -> float:
-    """Seconds one command takes, failing loudly if it fails."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    t0 = time.perf_counter()
-    r = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(command)}\n{r.stderr[-3000:]}")
-    return seconds
+from io_probe import launch, mib
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=200_000, help="training tokens per member")
     ap.add_argument("--width", type=int, default=2048, help="latents per member")
-    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument(
+        "--d-model", type=int, default=384, help="width of the synthetic activations (MiniLM's 384)"
+    )
     ap.add_argument("--cache-tokens", type=int, default=256_000, help="tokens of the synthetic cache")
     args = ap.parse_args()
-    xenofeat = [str(BIN / "xenofeat")]
-    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", str(BIN / "xenofeat")]
+    seconds: dict[str, float] = {}
+    traffic: dict[str, dict[int, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        io_dir = Path(tmp) / "io"
         cache = Path(tmp) / "synth.h5"
-        _run([*xenofeat, "cache", "synth", "--out", str(cache), "--tokens", str(args.cache_tokens)], 2)
+        synth = ["cache", "synth", "--out", str(cache), "--tokens", str(args.cache_tokens)]
+        launch([*synth, "--d-model", str(args.d_model)], ranks=1, threads=2, io_dir=io_dir)
         common = ["train", "--cache", str(cache), "--width", str(args.width), "--k", "32", "--seeds", "0,1"]
         common += ["--tokens", str(args.tokens), "--batch-size", str(args.batch_size), "--no-progress"]
         common += ["--checkpoint-every", "0"]
-        runs = {
-            "1 process x 2 threads": ([*xenofeat, *common], 2),
-            "2 processes x 1 thread, seed-parallel": ([*torchrun, *common], 1),
-            "2 processes x 1 thread, data-parallel": ([*torchrun, *common, "--data-parallel"], 1),
-            "1 process x 1 thread": ([*xenofeat, *common], 1),
+        runs = {  # name: (extra arguments, ranks, threads per rank)
+            "1 process x 2 threads": ([], 1, 2),
+            "2 processes x 1 thread, seed-parallel": ([], 2, 1),
+            "2 processes x 1 thread, data-parallel": (["--data-parallel"], 2, 1),
+            "1 process x 1 thread": ([], 1, 1),
         }
-        seconds = {}
-        for i, (name, (command, threads)) in enumerate(runs.items()):
-            seconds[name] = _run([*command, "--out", str(Path(tmp) / f"run{i}")], threads)
+        for i, (name, (extra, ranks, threads)) in enumerate(runs.items()):
+            out = ["--out", str(Path(tmp) / f"run{i}")]
+            seconds[name], traffic[name] = launch(
+                [*common, *extra, *out], ranks=ranks, threads=threads, io_dir=io_dir
+            )
     base = seconds["1 process x 2 threads"]
-    result = {
-        "settings": vars(args),
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "speedup_vs_1x2": {k: round(base / v, 3) for k, v in seconds.items()},
-    }
-    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(
+        f"settings {vars(args)}\n\n| configuration | s | ratio | per rank: MiB read / written |\n"
+    )
+    sys.stdout.write("| --- | ---: | ---: | --- |\n")
+    for name, s in seconds.items():
+        io = "; ".join(
+            f"r{r}: {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(traffic[name].items())
+        )
+        sys.stdout.write(f"| {name} | {s:.1f} | {base / s:.2f}x | {io} |\n")
+    sys.stdout.write("\n" + json.dumps({"seconds": seconds, "io": traffic}) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ is matched both ways (exact Hungarian and sparse) and compared: partners, pass v
 
     PYTHONPATH=. python benchmarks/bench_stability.py --widths 16384 65536 --d 768 --seeds 3
     PYTHONPATH=. python benchmarks/bench_stability.py --widths 3072 --d 384 --agreement
+    PYTHONPATH=. python benchmarks/bench_stability.py --widths 65536 --d 768 --seeds 3 --no-null
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def one_width(f: int, d: int, n_seeds: int, planted: float, agreement: bool) -> dict:
+def one_width(f: int, d: int, n_seeds: int, planted: float, agreement: bool, with_null: bool = True) -> dict:
     """Measure one width in this process."""
     cfg = StabilityConfig()
     ens = make_ensemble(n_seeds, f, d, planted)
@@ -59,15 +60,15 @@ def one_width(f: int, d: int, n_seeds: int, planted: float, agreement: bool) -> 
     t_c2, cpu_c2 = time.perf_counter() - t0, time.process_time() - c0
     peak_c2 = peak_gib()
     t0, c0 = time.perf_counter(), time.process_time()
-    null = stability_null([e[1].shape for e in ens], cfg)
+    null = stability_null([e[1].shape for e in ens], cfg) if with_null else None
     t_null, cpu_null = time.perf_counter() - t0, time.process_time() - c0
     row = {
         "F": f, "d": d, "seeds": n_seeds, "planted": planted, "method": "exact" if f <= cfg.exact_max else "sparse",
-        "c2_s": round(t_c2, 1), "c2_cpu_s": round(cpu_c2, 1), "null_s": round(t_null, 1),
-        "null_cpu_s": round(cpu_null, 1), "inputs_gib": round(base, 2),
+        "c2_s": round(t_c2, 1), "c2_cpu_s": round(cpu_c2, 1), "null_s": round(t_null, 1) if null else None,
+        "null_cpu_s": round(cpu_null, 1) if null else None, "inputs_gib": round(base, 2),
         "peak_c2_gib": round(peak_c2, 2), "peak_gib": round(peak_gib(), 2), "pw_mcc": round(res.pw_mcc, 4),
-        "pw_mcc_null": round(null.pw_mcc, 4), "shared_fraction": round(res.shared_fraction, 4),
-        "shared_fraction_null": round(null.shared_fraction, 4),
+        "pw_mcc_null": round(null.pw_mcc, 4) if null else None, "shared_fraction": round(res.shared_fraction, 4),
+        "shared_fraction_null": round(null.shared_fraction, 4) if null else None,
     }  # fmt: skip
     if agreement:
         pairs = [(ens[0][1], ens[1][1]), (ens[0][0], ens[1][0])]
@@ -95,16 +96,17 @@ def main() -> None:
     ap.add_argument(
         "--agreement", action="store_true", help="also match one pair by exact Hungarian and compare"
     )
+    ap.add_argument("--no-null", action="store_true", help="skip the null (it costs as much as C2)")
     ap.add_argument(
         "--one", action="store_true", help=argparse.SUPPRESS
     )  # a child process measuring one width
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one_width(a.widths[0], a.d, a.seeds, a.planted, a.agreement)))
+        print(json.dumps(one_width(a.widths[0], a.d, a.seeds, a.planted, a.agreement, not a.no_null)))
         return
     for f in a.widths:
         cmd = [sys.executable, __file__, "--one", "--widths", str(f), "--d", str(a.d), "--seeds", str(a.seeds),
-               "--planted", str(a.planted)] + (["--agreement"] if a.agreement else [])  # fmt: skip
+               "--planted", str(a.planted)] + (["--agreement"] if a.agreement else []) + (["--no-null"] if a.no_null else [])  # fmt: skip
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         print(out.strip().splitlines()[-1], flush=True)
 

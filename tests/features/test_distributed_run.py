@@ -1,6 +1,6 @@
 """`torchrun --nproc-per-node 2 xenofeat run --control`: every stage on two gloo ranks, equal to one process.
 
-One run pair, with the tiny settings of tests/test_pipeline.py and `--control` (so the random-init copy's three
+One run pair (in one test), with the tiny settings of tests/test_pipeline.py and `--control` (so the random-init copy's three
 stages run under torchrun as well): `xenofeat run` in one process, then the same command under torchrun in the same
 folder (the first run's folder is moved aside first, so that every path either run records is the same and their
 summaries and reports compare as they are). Both pin torch to one thread per process. Each stage is compared with
@@ -25,9 +25,8 @@ from tests.helpers.common import run_cli
 from tests.helpers.pipeline import tiny_run_config
 from tests.helpers.sharded import torchrun
 
-pytestmark = (
-    pytest.mark.slow
-)  # one process and two ranks each run the whole pipeline twice (trained, control)
+# one process and two ranks each run the whole pipeline twice (the trained model, the control)
+pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)  # three seeds on two ranks: rank 0 trains two members, rank 1 one
 FOLDERS = (".", "control")  # the trained model's stages and the random-init copy's
@@ -44,19 +43,10 @@ class Pair:
     stderr: dict[int, str]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Pair:
-    root = tmp_path_factory.mktemp("drun")
+def run_pair(root: Path, corpus: Path) -> Pair:
+    """`xenofeat run --control` in one process into ROOT/run, moved to ROOT/one; then under torchrun into ROOT/run."""
     out = root / "run"
-    args = [
-        "run",
-        "--out",
-        str(out),
-        "--config",
-        str(tiny_run_config(root, corpus_dir)),
-        "--quiet",
-        "--control",
-    ]
+    args = ["run", "--out", str(out), "--config", str(tiny_run_config(root, corpus)), "--quiet", "--control"]
     one = run_cli(*args, env={"OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr[-3000:]
     out.rename(root / "one")
@@ -65,11 +55,20 @@ def pair(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Pair:
     return Pair(root / "one", out, one.stdout, one.stderr, stdout, stderr)
 
 
+def test_two_ranks_run_every_stage_as_one_process(tmp_path: Path, corpus_dir: Path) -> None:
+    # one test, not one per stage over a shared fixture: pytest-xdist would build the pair once per worker
+    pair = run_pair(tmp_path, corpus_dir)
+    check_caches(pair)
+    check_members(pair)
+    check_stores(pair)
+    check_reports(pair)
+
+
 def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
-def test_the_caches_are_the_one_process_caches(pair: Pair) -> None:
+def check_caches(pair: Pair) -> None:
     for sub in FOLDERS:
         # assert_same_cache also checks that the torchrun's cache is the sharded kind (an index over 2 shards)
         assert_same_cache(pair.two / sub / "cache.h5", pair.one / sub / "cache.h5")
@@ -79,7 +78,7 @@ def test_the_caches_are_the_one_process_caches(pair: Pair) -> None:
         ]
 
 
-def test_the_members_are_bit_identical_to_one_process(pair: Pair) -> None:
+def check_members(pair: Pair) -> None:
     for sub in FOLDERS:
         one, two = pair.one / sub / "sae", pair.two / sub / "sae"
         for seed in SEEDS:
@@ -98,7 +97,7 @@ def _metric_lines(run: Path) -> list[dict]:
     return [{k: v for k, v in ln.items() if k != "tokens_per_s"} for ln in lines]  # the one timing field
 
 
-def test_the_stores_and_the_control_figures_are_the_one_process_ones(pair: Pair) -> None:
+def check_stores(pair: Pair) -> None:
     for sub in FOLDERS:
         assert_same_store(pair.two / sub / "features", pair.one / sub / "features")
     control = [json.loads((run / "control.json").read_text()) for run in (pair.two, pair.one)]
@@ -108,7 +107,7 @@ def test_the_stores_and_the_control_figures_are_the_one_process_ones(pair: Pair)
     assert len(shards) == 4 and _files(pair.two) - shards == _files(pair.one)
 
 
-def test_rank_0_alone_reports_what_one_process_reports(pair: Pair) -> None:
+def check_reports(pair: Pair) -> None:
     assert pair.stdout[0] == pair.one_stdout  # the summary, the control table and the viewer command
     assert "latents alive" in pair.one_stdout and f"xenofeat view {pair.two}" in pair.one_stdout
     assert "random init" in pair.one_stdout

@@ -149,7 +149,14 @@ def _open_shards(
 
 
 def _fill_shard(
-    writer: CacheWriter | None, world: World, manifest: Manifest, model: Any, packed: Any, job: CacheJob
+    writer: CacheWriter | None,
+    world: World,
+    manifest: Manifest,
+    model: Any,
+    packed: Any,
+    job: CacheJob,
+    *,
+    progress: bool = True,
 ) -> None:
     """Step 5: cache this rank's block, agreeing with the other ranks after every batch."""
     lo, hi = manifest.ranges[world.rank]
@@ -158,7 +165,10 @@ def _fill_shard(
     steps = max(world.all_gather(mine))
     L = job.context_size
     with tqdm(
-        total=steps * job.batch_size * L, desc="caching (rank 0)", unit="tok", disable=not world.is_main
+        total=steps * job.batch_size * L,
+        desc="caching (rank 0)",
+        unit="tok",
+        disable=not (progress and world.is_main),
     ) as bar:
         for i in range(steps):
             with collected(world):
@@ -184,18 +194,21 @@ def _job_arguments(job: CacheJob, *, resume: bool, overwrite: bool) -> dict[str,
     return {**args, "resume": resume, "overwrite": overwrite}
 
 
-def build_sharded(job: CacheJob, world: World, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Write (or resume) the sharded cache `job.out` as one rank of `world`; every rank returns the index's path."""
+def build_sharded(
+    job: CacheJob, world: World, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> Path:
+    """Write (or resume) the sharded cache `job.out` as one rank of `world`; every rank returns the index's path
+    (`progress`: rank 0 draws progress bars)."""
     out = Path(job.out)
     _agree_on(world, _job_arguments(job, resume=resume, overwrite=overwrite), "arguments")
     with collected(world):
         _check_output(out, world, resume=resume, overwrite=overwrite)
     with collected(world):
-        model, packed, settings = prepare(job, progress=world.is_main)
+        model, packed, settings = prepare(job, progress=progress and world.is_main)
     _agree_on(world, settings, "inputs")
     manifest, writer = _open_shards(out, world, job, model, packed, settings, resume=resume)
     try:
-        _fill_shard(writer, world, manifest, model, packed, job)
+        _fill_shard(writer, world, manifest, model, packed, job, progress=progress)
         with collected(world):
             if writer is not None:
                 writer.finish()

@@ -19,7 +19,8 @@ from activations.errors import UserError
 
 SCORE_TIMEOUT = timedelta(hours=12)
 """How long a rank waits in a collective: the other ranks wait while rank 0 alone runs the criteria (C2's matching
-and C3 with the model take hours at 65k latents), and for `xenofeat run` while rank 0 trains."""
+and C3 with the model take hours at 65k latents), and for `xenofeat run` while the ranks that trained fewer
+members wait for the others."""
 
 
 def job_difference(jobs: list[dict[str, Any]]) -> str | None:

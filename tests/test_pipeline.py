@@ -6,37 +6,12 @@ from pathlib import Path
 
 from features.store import FeatureStore
 from tests.helpers.common import error_line, run_cli
-
-
-def _config(tmp_path: Path, corpus: Path) -> Path:
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(
-        f"""
-[cache]
-corpus = "{corpus}"
-context_size = 32
-batch_size = 8
-
-[train]
-width = 96
-k = 4
-tokens = 16384
-batch_size = 512
-checkpoint_every = 0
-norm_sample_tokens = 2048
-eval_tokens = 512
-
-[score]
-max_tokens = 4000
-workers = 1
-"""
-    )
-    return cfg
+from tests.helpers.pipeline import tiny_run_config
 
 
 def test_run_tiny_is_resumable(tmp_path: Path, corpus_dir: Path) -> None:
     out = tmp_path / "out"
-    cfg = _config(tmp_path, corpus_dir)
+    cfg = tiny_run_config(tmp_path, corpus_dir)
     first = run_cli("run", "--out", str(out), "--config", str(cfg), "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "latents alive" in first.stdout and "PW-MCC" in first.stdout

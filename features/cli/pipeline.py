@@ -12,10 +12,12 @@ Settings come from the embedded defaults below, overridden by a TOML file with `
 tables (keys as in `CacheJob`, `TrainConfig`, and `max_tokens`, `workers`, `seed`, `definition` for the score).
 The defaults take about 7.5 minutes on 2 CPU cores (measured: benchmarks/RESULTS.md).
 
-Under torchrun every stage runs on every rank: the cache is sharded (`activations.sharded_build`), the ensemble is
-trained by rank 0 while the others wait (`train_on_ranks`, the hook for seed-parallel training), and the score is
-distributed (`features.score`). Whether a stage is done is rank 0's decision, shared, so every rank takes the same
-path; only rank 0 prints.
+Under torchrun every stage runs on every rank: the cache is sharded (`activations.sharded_build`), the ensemble's
+seeds are spread over the ranks (`train_on_ranks`, seed-parallel), and the score is distributed (`features.score`);
+`--control` runs the same stages again for the random-init copy. Whether a stage is done is rank 0's decision,
+shared, so every rank takes the same path; only rank 0 logs, draws progress bars and prints, and the folder it
+leaves holds what one process writes (plus the cache's shard folder), equal as tests/features/test_distributed_run.py
+checks.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     return cfg
 
 
-def _stage(n: int, name: str) -> None:
-    log.info("[%d/3] %s", n, name)
+def _say(world: World, message: str, *args: object) -> None:
+    """A log line of the pipeline, said once: by rank 0 (every rank would say the same)."""
+    if world.is_main:
+        log.info(message, *args)
 
 
 def train_on_ranks(world: World, tcfg: TrainConfig, cache_path: Path, run_dir: Path, *, hook: str, resume: bool,
@@ -142,19 +146,19 @@ def run_pipeline(
     cache_path, run_dir = out / "cache.h5", out / "sae"
 
     t = time.perf_counter()
-    _stage(1, f"cache -> {cache_path}")
+    _say(world, "[1/3] cache -> %s", cache_path)
     job = CacheJob(out=cache_path, **{**cfg["cache"], "hooks": tuple(cfg["cache"]["hooks"])})
     exists, done = world.all_gather(_cache_state(cache_path) if world.is_main else None)[0]
     if done:
-        log.info("      the cache is complete; not redone")
+        _say(world, "      the cache is complete; not redone")
     elif world.distributed:
-        build_sharded(replace(job, device=world.device(job.device)), world, resume=exists)
+        build_sharded(replace(job, device=world.device(job.device)), world, resume=exists, progress=progress)
     else:
         build_cache(job, resume=exists, progress=progress)
     timings["cache"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    _stage(2, f"train {len(cfg['train']['seeds'])} seeds -> {run_dir}")
+    _say(world, "[2/3] train %d seeds -> %s", len(cfg["train"]["seeds"]), run_dir)
     try:
         tcfg = TrainConfig.from_dict(cfg["train"], source="--config [train]")
     except (ValueError, TypeError) as err:
@@ -162,19 +166,19 @@ def run_pipeline(
     info = read_run_json(run_dir) if world.is_main and run_dir.is_dir() else None
     info = world.all_gather(info)[0]
     if info is not None and info.get("status") == "complete":
-        log.info("      the ensemble is trained; not redone")
+        _say(world, "      the ensemble is trained; not redone")
     else:
         train_on_ranks(world, tcfg, cache_path, run_dir, hook=job.hooks[0], resume=info is not None,
                        progress=progress)  # fmt: skip
     timings["train"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    _stage(3, f"score -> {out / FEATURES_DIR}")
+    _say(world, "[3/3] score -> %s", out / FEATURES_DIR)
     s = cfg["score"]
     if world.is_main:
         recover(out)  # a publish cut short by a kill counts as done once completed
     if world.all_gather((out / FEATURES_DIR).is_dir() if world.is_main else None)[0]:
-        log.info("      the store exists; not redone")
+        _say(world, "      the store exists; not redone")
     else:
         definition = Path(s["definition"]) if s.get("definition") else None
         score(ScoreJob(run=run_dir, out=out, definition=definition, max_tokens=s["max_tokens"],
@@ -202,11 +206,13 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
         if world.distributed:
             from features.distributed_score import agree_on_values
 
-            agree_on_values(world, {"out": out, "control": with_control, **cfg})
+            # by setting, so that the refusal names the one that differs (`score.max_tokens`, not `score`)
+            settings = {f"{table}.{key}": v for table, values in cfg.items() for key, v in values.items()}
+            agree_on_values(world, {"out": out.resolve(), "control": with_control, **settings})
         summary = run_pipeline(out, cfg, progress=not args.quiet, world=world)
         if not with_control:
             return summary, None
-        log.info("control: the same pipeline on a random-init copy of the model -> %s", out / CONTROL_DIR)
+        _say(world, "control: the same pipeline on a random-init copy of the model -> %s", out / CONTROL_DIR)
         control = run_pipeline(out / CONTROL_DIR, control_config(cfg), progress=not args.quiet, world=world)
         return summary, control
 

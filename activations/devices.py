@@ -61,7 +61,9 @@ def resolve_device(requested: str, world: World | None = None, *, option: str = 
         raise UserError(
             f"{option}: {json.dumps(name)} names GPU {index}, but this machine has {torch.cuda.device_count()} GPU(s)"
         )
-    return device
+    return torch.device(
+        "cuda", index
+    )  # with its index, so that devices compare equal however they were named
 
 
 def prepare_deterministic_cuda(device: torch.device) -> None:

@@ -97,12 +97,8 @@ def _step(
     sae.train()
     dead = m.since_fired > dead_steps  # sae-lens's rule: no firing for more than the window
     if len(x) == 0:  # data-parallel: no token of this batch lies in this rank's part of the pool
-        fired, l0, x_hat = (
-            torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=dev),
-            torch.zeros(0, device=dev),
-            x,
-        )
-        loss = torch.zeros((), device=dev)
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=dev)
+        l0, x_hat, loss = torch.zeros(0, device=dev), x, torch.zeros((), device=dev)
         losses = {"mse_loss": loss, "auxiliary_reconstruction_loss": loss}
     elif cfg.arch == "topk":
         out = topk_forward(sae, x, dead)
@@ -365,21 +361,15 @@ def _loop(
 
 
 def _note_device(device: torch.device, cfg: TrainConfig, world: World) -> None:
-    """Say once where training runs, and what determinism means there."""
-    if not world.is_main:
-        return
-    if device.type != "cuda":
-        log.info("training on %s", device)
-    elif cfg.deterministic:
-        log.info(
-            "training on %s, deterministic: the TopK step takes a dense backward (deterministic CUDA kernels), "
-            "cuBLAS a fixed workspace (CUBLAS_WORKSPACE_CONFIG=%s); results repeat on this GPU and software, "
-            "and differ from CPU training by float rounding",
-            device,
-            os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    """On a GPU, say once what determinism means there (README: "Determinism on CUDA")."""
+    if world.is_main and device.type == "cuda":
+        how = (
+            f"deterministic (dense TopK backward, CUBLAS_WORKSPACE_CONFIG={os.environ.get('CUBLAS_WORKSPACE_CONFIG')}"
+            "): repeats bit for bit on this GPU and software, differs from CPU training by float rounding"
+            if cfg.deterministic
+            else "not deterministic (deterministic = false)"
         )
-    else:
-        log.info("training on %s, not deterministic (deterministic = false)", device)
+        log.info("training on %s, %s", device, how)
 
 
 def _checked_step(cfg, m, x, step, dead_steps, reducer, out) -> dict[str, Any]:  # noqa: ANN001 - see _step

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from activations.cache import ActivationCache
+from activations.devices import check_device, resolve_device
 from activations.distributed import World, collected
 from activations.errors import UserError
 from activations.settings import SettingError, Settings, integer, option_name
@@ -110,8 +111,12 @@ class ScoreJob:
     n_nearest: int = 10
     progress: bool = True
     """Show progress bars."""
+    device: str = "cpu"
+    """Torch device of the streaming encode pass (cpu, cuda, cuda:N or auto); the codes come back to the CPU per
+    chunk, so everything after the pass is the same."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.max_tokens is not None and self.max_tokens < 1:
             raise UserError(f"--max-tokens: must be positive, got {self.max_tokens}")
         if self.workers < 1:
@@ -161,6 +166,7 @@ def score(job: ScoreJob, world: World | None = None) -> ScoreResult | None:
         inputs = resolve_inputs(
             job.run, sae=job.sae, others=job.others, cache=job.cache, defn=defn, stability=job.stability
         )
+        device = resolve_device(job.device, world)
         dest = job.out if job.out is not None else job.run
         tmp = prepare(dest, job.overwrite) if world.is_main else None
     # companions (C2 for one pretrained SAE) are trained by rank 0 alone: the other ranks stream the reference SAE
@@ -180,6 +186,7 @@ def score(job: ScoreJob, world: World | None = None) -> ScoreResult | None:
             null_seed=defn.function.seed,
             progress=job.progress,
             world=world,
+            device=device,
         )
     timer.lap("stream")
     if not world.is_main:

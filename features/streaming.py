@@ -5,6 +5,8 @@ activations in, post-activation codes out), keep the nonzero codes as a sparse c
 to the C3 accumulator (`features.criteria.function.FunctionAccumulator`). At the end the chunks are stacked into the
 (T, F) csc matrix every per-latent statistic reads, T = n_seq * L flat positions (row = seq * L + pos), masked rows
 empty. Memory is bounded by `max_tokens`: O(max_tokens * L0) for the codes plus one chunk of dense activations.
+With a `device` (a GPU) the encode and decode run there on a copy of the SAE; the codes and reconstructions come
+back to the CPU per batch, so the accumulators and everything after the pass are unchanged.
 
 Antipodal pairs are only known once densities are (after the pass), while the accumulator takes `partner` up front
 for its co-firing sums; C3's compute fills those sums from the csc matrix afterwards
@@ -21,6 +23,7 @@ one process needs, plus the gathered parts in transit.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -72,16 +75,19 @@ def seqs_for(cache: ActivationCache, max_tokens: int | None) -> int:
 
 
 def encode_chunk(sae, x: np.ndarray, batch: int = 4096) -> tuple[sp.csr_matrix, np.ndarray]:  # noqa: ANN001
-    """Codes (n, F) as csr float32 and reconstructions (n, d) float32 of raw activations x (n, d)."""
+    """Codes (n, F) as csr float32 and reconstructions (n, d) float32 of raw activations x (n, d), computed on the
+    SAE's device."""
     parts, recon = [], np.empty_like(x)
+    device = sae.W_dec.device
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            xb = torch.from_numpy(x[s : s + batch])  # (b, d)
+            xb = torch.from_numpy(x[s : s + batch]).to(device)  # (b, d)
             codes = sae.encode(xb)  # (b, F) dense, mostly zero
-            recon[s : s + batch] = sae.decode(codes).numpy()
+            recon[s : s + batch] = sae.decode(codes).cpu().numpy()
             rows, cols = torch.nonzero(codes, as_tuple=True)
-            vals = codes[rows, cols].numpy().astype(np.float32)
-            parts.append(sp.csr_matrix((vals, (rows.numpy(), cols.numpy())), shape=tuple(codes.shape)))
+            vals = codes[rows, cols].cpu().numpy().astype(np.float32)
+            rows, cols = rows.cpu().numpy(), cols.cpu().numpy()
+            parts.append(sp.csr_matrix((vals, (rows, cols)), shape=tuple(codes.shape)))
     out = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, sae.cfg.d_sae), dtype=np.float32)
     return out.astype(np.float32), recon
 
@@ -173,12 +179,16 @@ def stream(
     null_seed: int,
     progress: bool = True,
     world: World | None = None,
+    device: torch.device | None = None,
 ) -> PassResult:
     """One in-order pass over the first `seqs_for(cache, max_tokens)` sequences of `hook`; under a distributed
-    `world`, each rank encodes its chunks and every rank returns the same gathered result (module docstring)."""
+    `world`, each rank encodes its chunks and every rank returns the same gathered result (module docstring).
+    `device`: where the encoding runs (default: where `sae` is); `sae` itself is left where it is."""
     world = World() if world is None else world
     n_seq = seqs_for(cache, max_tokens)
-    w_dec = sae.W_dec.detach().float().numpy()  # (F, d)
+    w_dec = sae.W_dec.detach().float().cpu().numpy()  # (F, d)
+    if device is not None and device != sae.W_dec.device:
+        sae = copy.deepcopy(sae).to(device)  # the caller's SAE stays on its device for the criteria
     acc = FunctionAccumulator(w_dec, n_null, null_seed)
     ranges = chunk_ranges(cache, n_seq)[world.rank :: world.world_size]
     if world.distributed:

@@ -44,11 +44,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _member_tensors(m: MemberState) -> dict[str, torch.Tensor]:
-    out = {f"sae.{k}": v.detach().contiguous() for k, v in m.sae.state_dict().items()}
+    """CPU copies of a member's state: a checkpoint does not remember the device it was written from."""
+    out = {f"sae.{k}": v.detach().cpu().contiguous() for k, v in m.sae.state_dict().items()}
     for i, st in m.optimizer.state_dict()["state"].items():
         for key, val in st.items():
-            out[f"adam.{i}.{key}"] = torch.as_tensor(val).contiguous()
-    out["since_fired"] = m.since_fired
+            out[f"adam.{i}.{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
+    out["since_fired"] = m.since_fired.cpu()
     return out
 
 
@@ -91,7 +92,9 @@ def load_counters(ckpt: Path) -> dict[str, Any]:
 
 
 def load_member(ckpt: Path, m: MemberState) -> None:
-    """Restore a freshly built member (same config and seed) from a checkpoint, in place."""
+    """Restore a freshly built member (same config and seed, on any device) from a checkpoint, in place: the
+    tensors are read to the CPU and copied to the member's device (Adam's `load_state_dict` moves its moments to
+    their parameters' device)."""
     tensors = load_file(ckpt / f"seed-{m.seed}.safetensors")
     m.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -101,7 +104,7 @@ def load_member(ckpt: Path, m: MemberState) -> None:
             state.setdefault(int(i), {})[name] = val
     sd = m.optimizer.state_dict()
     m.optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-    m.since_fired = tensors["since_fired"].clone()
+    m.since_fired = tensors["since_fired"].to(m.since_fired.device, copy=True)
 
 
 def remove_checkpoints(run: Path) -> None:

@@ -33,6 +33,7 @@ _FIELDS = (
     "checkpoint_every",
     "eval_fraction",
     "max_memory_gb",
+    "device",
 )
 
 
@@ -75,6 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, help="tokens between checkpoints (0: none)")
     p.add_argument("--eval-fraction", type=float, help="held-out fraction of sequences (default 0.05)")
     p.add_argument("--max-memory-gb", type=float, help="memory budget for the up-front estimate")
+    p.add_argument(
+        "--device",
+        help="torch device: cpu (default), cuda (under torchrun cuda:LOCAL_RANK), cuda:N, or auto (cuda if present)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--allow-partial", action="store_true", help="accept an incomplete cache")

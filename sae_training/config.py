@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from activations.devices import device_problem
 from activations.settings import (
     SettingError,
     Settings,
@@ -23,6 +24,7 @@ from activations.settings import (
     number,
     option_name,
     switch,
+    text,
     toml_value,
 )
 
@@ -135,7 +137,11 @@ class TrainConfig(Settings):
     """Memory budget for the up-front estimate; default: the machine's available memory."""
     deterministic: bool = switch(True)
     """Bit-reproducible training at any thread count (torch's deterministic algorithms; parallel float reductions in
-    the sparse backward otherwise differ by ~1e-7 per step and drift). About 10% slower on CPU; false for speed."""
+    the sparse backward otherwise differ by ~1e-7 per step and drift). About 10% slower on CPU; false for speed.
+    On CUDA the TopK step takes a dense backward (deterministic kernels) and cuBLAS a fixed workspace."""
+    device: str = text("cpu")
+    """Torch device of training: cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:N, or auto (cuda where a GPU is
+    present). Not part of a run's identity: a run started on one device may be resumed on another."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra architecture fields passed to the sae-lens training config verbatim (advanced)."""
 
@@ -160,6 +166,11 @@ class TrainConfig(Settings):
             raise SettingError("tokens", self.tokens, f"is less than one batch ({self.batch_size})")
         if len(set(self.seeds)) != len(self.seeds):
             raise SettingError("seeds", list(self.seeds), "must be distinct")
+        problem = device_problem(
+            self.device
+        )  # whether the device exists here is checked when training starts
+        if problem is not None:
+            raise SettingError("device", self.device, problem)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -192,6 +203,12 @@ class TrainConfig(Settings):
     def steps(self) -> int:
         """Training steps per member (the last partial batch is dropped)."""
         return self.tokens // self.batch_size
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues: all but the device."""
+        d = self.to_dict()
+        del d["device"]
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples become lists)."""

@@ -103,11 +103,12 @@ class PoolSchedule:
         return block
 
     def pools(
-        self, start_pool: int, *, prefetch: int = 2, share: tuple[int, int] | None = None
+        self, start_pool: int, *, prefetch: int = 2, share: tuple[int, int] | None = None, pin: bool = False
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """(index, pool) from pool `start_pool` on, read `prefetch` pools ahead in a thread. A pool is (P, d)
         float32; with `share=(lo, hi)` only its tokens [lo, hi), and only the blocks that hold them are read
-        (a data-parallel rank's disjoint part; see `pool_share`)."""
+        (a data-parallel rank's disjoint part; see `pool_share`). `pin`: in page-locked memory (for an
+        asynchronous copy to a GPU; pinned in the reading thread, off the training loop's path)."""
         P = self.pool_tokens
         lo, hi = share if share is not None else (0, P)
 
@@ -122,7 +123,8 @@ class PoolSchedule:
                         parts.append(block[skip + s - pos : skip + e - pos])
                     if pos + n < index * P + hi:
                         break  # the pool part continues in the next block
-                    yield index, torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
+                    pool = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
+                    yield index, pool.pin_memory() if pin else pool
                     index, parts = index + 1, []
                 pos += n
 

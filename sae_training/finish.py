@@ -3,6 +3,8 @@
 Held-out metrics are measured on the in-memory training SAEs on normalised activations (inference semantics:
 batchtopk/matryoshka by their learnt threshold, as they are saved). The saved folders have the normalisation folded
 in; tests load them with `sae_lens.SAE.load_from_disk` and check they reproduce these numbers on raw activations.
+Held-out metrics run on the training device; then the members move to the CPU, where the downstream splice (the
+model is loaded on the CPU) and the saving happen, so a saved member records `device: cpu` whatever trained it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def heldout_stats(
     """Stream the held-out tokens once through every member."""
     n_train = int(cache.n_seq - max(1, round(cache.n_seq * cfg.eval_fraction)))
     stats = {m.seed: ReconstructionStats(m.sae.cfg.d_sae) for m in members}
+    device = members[0].since_fired.device if members else torch.device("cpu")
     for block in heldout_blocks(cache, hook, (n_train, cache.n_seq), cfg.eval_tokens):
-        x = torch.from_numpy(block) * scale  # (n, d_in) normalised
+        x = torch.from_numpy(block).to(device) * scale  # (n, d_in) normalised
         for s in range(0, len(x), cfg.batch_size):
             xb = x[s : s + cfg.batch_size]
             for m in members:
@@ -89,6 +92,9 @@ def finish_members(
 ) -> dict[str, dict[str, Any]]:
     """Measure and save the given members (under torchrun seed-parallel: this rank's); {str(seed): metrics}."""
     stats = heldout_stats(cfg, cache, hook, members, scale)
+    for m in members:  # the rest runs on the CPU (module docstring); the optimizer is not needed any more
+        m.sae.to("cpu")
+        m.since_fired = m.since_fired.cpu()
     dead_steps = max(1, cfg.dead_after_tokens // cfg.batch_size)
     per_seed: dict[str, dict[str, Any]] = {}
     for m in members:

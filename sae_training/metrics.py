@@ -40,16 +40,16 @@ class ReconstructionStats:
             self.fired = torch.zeros(self.d_sae, dtype=torch.float64)
 
     def add(self, x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor) -> None:
-        """x, x_hat (n, d); acts (n, d_sae) feature activations."""
+        """x, x_hat (n, d); acts (n, d_sae) feature activations, on any device (the sums are kept on the CPU)."""
         x, x_hat = x.double(), x_hat.double()
         self.n += len(x)
         self.sse += float((x - x_hat).pow(2).sum())
-        s = x.sum(0)
+        s = x.sum(0).cpu()
         self.sum_x = s if self.sum_x is None else self.sum_x + s
         self.sum_sq += float(x.pow(2).sum())
         on = acts != 0
         self.l0_sum += float(on.sum())
-        self.fired += on.sum(0).double()
+        self.fired += on.sum(0).double().cpu()
 
     def result(self) -> dict[str, float]:
         """explained_variance, mse (per token, summed over d), l0, heldout_dead_fraction, eval_tokens."""

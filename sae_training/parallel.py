@@ -12,7 +12,8 @@ Two ways to use N processes (activations.distributed.World says which process th
   of the same global batch up to float summation order. Gradients, the fired-latent mask (dead-latent statistics)
   and the loss terms travel in ONE flat all-reduce per member step. This is a manual all-reduce, not DDP: DDP hooks
   `module.forward`, which our sparse TopK step (topk_step.py) does not go through, and for a two-matrix SAE a
-  single bucket per step costs what DDP's bucketing would while keeping the step's code one path.
+  single bucket per step costs what DDP's bucketing would while keeping the step's code one path. The all-reduce
+  runs where the tensors are: on the default NCCL group for `--device cuda`, on gloo for the CPU.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ class Layout:
 class GradientReducer:
     """Sums the gradients, the fired-latent mask and the loss terms of one member step over all ranks."""
 
-    def __init__(self) -> None:
-        # training tensors live on the CPU; NCCL (chosen by World where GPUs exist) reduces only CUDA tensors
-        self.group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    def __init__(self, device: torch.device | None = None) -> None:
+        # CUDA tensors reduce on the default group (NCCL where GPUs exist, see World.backend). NCCL cannot reduce
+        # CPU tensors, so training on the CPU of a GPU machine reduces on a gloo group of its own (a collective that
+        # every rank reaches alike: `agree_on_arguments` saw the same --device on every rank)
+        on_cuda = device is not None and device.type == "cuda"
+        self.group = None if on_cuda or dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
     def __call__(
         self, params: list[torch.nn.Parameter], fired: torch.Tensor, scalars: torch.Tensor

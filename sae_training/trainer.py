@@ -7,6 +7,10 @@ is folded into the saved weights, so the saved sae-lens SAEs work on raw activat
 
 Under torchrun (`world`, `data_parallel`) the members or the data are spread over the ranks (parallel.py says how);
 with one process `train` takes exactly the one-process path.
+
+Devices (`cfg.device`): members are initialised on the CPU (so a seed gives the same initial weights on any device)
+and then moved; each shuffle pool is copied to the device once (from pinned memory, asynchronously) and batches are
+drawn there. Checkpoints and saved members hold CPU tensors, so a run resumes, and is read, on any device.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +29,7 @@ from sae_lens.saes.sae import TrainStepInput
 from tqdm.auto import tqdm
 
 from activations.cache import ActivationCache
+from activations.devices import prepare_deterministic_cuda, resolve_device
 from activations.distributed import World, collected
 from activations.errors import UserError
 from activations.faults import fault_point
@@ -85,17 +91,18 @@ def _step(
     weighted by its share of the batch and gradients, fired latents and losses are summed over the ranks before the
     clip and the optimiser step, which then agree on every rank."""
     sae, opt = m.sae, m.optimizer
+    dev = m.since_fired.device
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, step)
     sae.train()
     dead = m.since_fired > dead_steps  # sae-lens's rule: no firing for more than the window
     if len(x) == 0:  # data-parallel: no token of this batch lies in this rank's part of the pool
-        fired, l0, x_hat = torch.zeros(sae.cfg.d_sae, dtype=torch.bool), torch.zeros(0), x
-        loss = torch.zeros(())
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=dev)
+        l0, x_hat, loss = torch.zeros(0, device=dev), x, torch.zeros((), device=dev)
         losses = {"mse_loss": loss, "auxiliary_reconstruction_loss": loss}
     elif cfg.arch == "topk":
         out = topk_forward(sae, x, dead)
-        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=dev)
         fired[out.idx[out.acts > 0]] = True
         l0 = (out.acts > 0).sum(-1)
         loss, losses, x_hat = out.loss, out.losses, out.sae_out
@@ -133,10 +140,12 @@ def _step(
     return {"loss": loss.detach(), "losses": losses, "x_hat": x_hat, "l0": l0, "dead": int(dead.sum())}
 
 
-def _new_member(cfg: TrainConfig, d_in: int, seed: int) -> ck.MemberState:
-    sae = build_training_sae(cfg, d_in, seed)
+def _new_member(cfg: TrainConfig, d_in: int, seed: int, device: torch.device | None = None) -> ck.MemberState:
+    """A fresh member on `device` (default CPU), initialised on the CPU so its weights do not depend on the device."""
+    device = device or torch.device("cpu")
+    sae = build_training_sae(cfg, d_in, seed).to(device)  # sae-lens's `to` also updates sae.cfg.device
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
-    return ck.MemberState(seed, sae, opt, torch.zeros(sae.cfg.d_sae, dtype=torch.int64))
+    return ck.MemberState(seed, sae, opt, torch.zeros(sae.cfg.d_sae, dtype=torch.int64, device=device))
 
 
 def train(
@@ -179,6 +188,9 @@ def _train(
 ) -> Path:
     out, world = Path(out), layout.world
     with collected(world):  # every rank checks the cache and the options; rank 0 alone prepares the folder
+        device = resolve_device(cfg.device, world)
+        if cfg.deterministic:
+            prepare_deterministic_cuda(device)
         cache = ActivationCache.open(cache_path, allow_partial=allow_partial)
     with cache:
         with collected(world):
@@ -194,7 +206,7 @@ def _train(
             "cache_fingerprint": cache.meta.fingerprint,
             "hook": hook,
             "d_in": d_in,
-            "config": cfg.to_dict(),
+            "config": cfg.identity(),
         }
         with collected(world):
             old = prepare_out(out, identity, resume=resume, overwrite=overwrite) if world.is_main else None
@@ -234,10 +246,13 @@ def _train(
             "split": {"train_seqs": [0, n_train], "eval_seqs": [n_train, cache.n_seq]},
             "metrics": None,
         }
+        # the device of the latest (re)start: a resumed run may train on another device than it began on
+        info = {**info, "config": cfg.to_dict(), "device": str(world.all_gather(str(device))[0])}
         if world.is_main:
             out.mkdir(exist_ok=True)
             ck.write_json(out / RUN_JSON, info)
-        members = [_new_member(cfg, d_in, s) for s in layout.local_seeds]
+        _note_device(device, cfg, world)
+        members = [_new_member(cfg, d_in, s, device) for s in layout.local_seeds]
         start = 0
         ckpt = ck.find_checkpoint(out) if resume else None
         ckpt = world.all_gather(ckpt)[0]  # rank 0's choice (every rank sees the same folder)
@@ -288,7 +303,8 @@ def _loop(
     B, P = cfg.batch_size, cfg.pool_batches
     share = layout.share(P * B)
     lo, hi = share or (0, P * B)
-    reducer = GradientReducer() if share is not None else None
+    device = members[0].since_fired.device if members else torch.device("cpu")
+    reducer = GradientReducer(device) if share is not None else None
     dead_steps = max(1, cfg.dead_after_tokens // B)
     ckpt_steps = max(1, cfg.checkpoint_every // B) if cfg.checkpoint_every else 0
     bar = tqdm(
@@ -301,7 +317,7 @@ def _loop(
     )
     t0, tok0 = time.perf_counter(), start
     step = start
-    pools = schedule.pools(start // P, share=share)
+    pools = schedule.pools(start // P, share=share, pin=device.type == "cuda")
     try:
         with (out / METRICS_LOG).open("a", encoding="utf-8") if world.is_main else nullcontext() as logf:
             while step < cfg.steps:
@@ -312,8 +328,9 @@ def _loop(
                         f"{err} (needed by training step {err.pool * P} onwards); stopped, the last good checkpoint "
                         f"in {out} is kept: repair or regenerate the cache, then rerun with --resume"
                     ) from err
-                pool = pool * scale  # (P*B, d_in) normalised; data-parallel: its tokens [lo, hi)
-                orders = {m.seed: member_order(m.seed, pool_index, P * B) for m in members}
+                # (P*B, d_in) normalised, on the device; data-parallel: its tokens [lo, hi)
+                pool = pool.to(device, non_blocking=True) * scale
+                orders = {m.seed: member_order(m.seed, pool_index, P * B).to(device) for m in members}
                 for j in range(step - pool_index * P, P):
                     if step >= cfg.steps:
                         break
@@ -341,6 +358,18 @@ def _loop(
     finally:
         bar.close()
         pools.close()
+
+
+def _note_device(device: torch.device, cfg: TrainConfig, world: World) -> None:
+    """On a GPU, say once what determinism means there (README: "Determinism on CUDA")."""
+    if world.is_main and device.type == "cuda":
+        how = (
+            f"deterministic (dense TopK backward, CUBLAS_WORKSPACE_CONFIG={os.environ.get('CUBLAS_WORKSPACE_CONFIG')}"
+            "): repeats bit for bit on this GPU and software, differs from CPU training by float rounding"
+            if cfg.deterministic
+            else "not deterministic (deterministic = false)"
+        )
+        log.info("training on %s, %s", device, how)
 
 
 def _checked_step(cfg, m, x, step, dead_steps, reducer, out) -> dict[str, Any]:  # noqa: ANN001 - see _step

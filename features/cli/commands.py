@@ -34,6 +34,7 @@ def _score(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         progress=not args.quiet,
+        device=args.device,
     )
     world = World.from_env()
     if world.distributed:  # under torchrun (features.distributed_score)
@@ -95,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--workers", type=int, default=2, help="processes for labelability (default 2)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the encode pass: cpu (default), cuda (under torchrun cuda:LOCAL_RANK), cuda:N, auto",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the labelability samples (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_score)

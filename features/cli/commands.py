@@ -123,6 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--max-tokens", type=int, default=None, metavar="N", help="tokens scored (default: [score])"
     )
+    r.add_argument(
+        "--device",
+        default=None,
+        help="torch device of every stage: cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:N or auto "
+        "(default: each table's, cpu)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from activations.build import CacheJob, build_cache
 from activations.cache import ActivationCache
+from activations.devices import resolve_device
 from activations.distributed import World, collected
 from activations.errors import UserError
 from features.cli.summary import control_figures, control_text, summary_text
@@ -62,7 +63,13 @@ DEFAULT_TRAIN: dict[str, Any] = {
 """TopK, 3,072 latents, k 32, 3 seeds, and the `small-corpus` preset (sae_training.config.PRESETS, which says why it
 differs from `xenofeat train`'s defaults): 1.5M tokens each (about 3.5 epochs of the default cache; about 4 minutes
 on 2 cores), lr 1e-3, dead after 200k tokens."""
-DEFAULT_SCORE: dict[str, Any] = {"max_tokens": 1_000_000, "workers": 2, "seed": 0, "definition": None}
+DEFAULT_SCORE: dict[str, Any] = {
+    "max_tokens": 1_000_000,
+    "workers": 2,
+    "seed": 0,
+    "definition": None,
+    "device": "cpu",
+}
 SCORE_KEYS = tuple(DEFAULT_SCORE)
 
 
@@ -148,11 +155,12 @@ def run_pipeline(
     t = time.perf_counter()
     _say(world, "[1/3] cache -> %s", cache_path)
     job = CacheJob(out=cache_path, **{**cfg["cache"], "hooks": tuple(cfg["cache"]["hooks"])})
+    job = replace(job, device=str(resolve_device(job.device, world)))  # `auto`, and `cuda` as cuda:LOCAL_RANK
     exists, done = world.all_gather(_cache_state(cache_path) if world.is_main else None)[0]
     if done:
         _say(world, "      the cache is complete; not redone")
     elif world.distributed:
-        build_sharded(replace(job, device=world.device(job.device)), world, resume=exists, progress=progress)
+        build_sharded(job, world, resume=exists, progress=progress)
     else:
         build_cache(job, resume=exists, progress=progress)
     timings["cache"] = round(time.perf_counter() - t, 1)
@@ -182,7 +190,7 @@ def run_pipeline(
     else:
         definition = Path(s["definition"]) if s.get("definition") else None
         score(ScoreJob(run=run_dir, out=out, definition=definition, max_tokens=s["max_tokens"],
-                       workers=s["workers"], seed=s["seed"], progress=progress), world)  # fmt: skip
+                       workers=s["workers"], seed=s["seed"], progress=progress, device=s["device"]), world)  # fmt: skip
     timings["score"] = round(time.perf_counter() - t, 1)
     if not world.is_main:
         return None
@@ -198,8 +206,15 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
         if args.max_tokens < 1:
             raise UserError(f"--max-tokens: must be positive, got {args.max_tokens}")
         cfg["score"]["max_tokens"] = args.max_tokens
+    if args.device is not None:  # every stage on it: the model's forward, the SAEs' training, the encode pass
+        for table in ("cache", "train", "score"):
+            cfg[table]["device"] = args.device
     out = Path(args.out)
     world = World.from_env()
+    # a GPU that is not there: refused before the first stage writes
+    for table in ("cache", "train", "score"):
+        option = "--device" if args.device is not None else f"{args.config}: [{table}] device"
+        resolve_device(cfg[table].get("device", "cpu"), world, option=option)
     with_control = getattr(args, "control", False)
 
     def runs() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -70,3 +70,21 @@ def test_unknown_device_is_one_line_and_writes_nothing(scored: Path, tmp_path: P
     )
     assert line == 'xenofeat: error: --device: "gpu0" must be cpu, cuda, cuda:N or auto', line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is absent")
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_run_refuses_a_missing_gpu_before_any_stage_writes(tmp_path: Path, where: str) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--quiet"]
+    if where == "flag":
+        args += ["--device", "cuda"]
+    else:
+        config = tmp_path / "c.toml"
+        config.write_text('[train]\ndevice = "cuda"\n')
+        args += ["--config", str(config)]
+    r = run_cli(*args)
+    assert r.returncode == 2
+    line = error_line(r)
+    assert ("--device" in line if where == "flag" else "[train] device" in line) and "CUDA" in line
+    assert not out.exists()

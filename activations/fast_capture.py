@@ -23,7 +23,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -95,9 +95,9 @@ def right_padded(attention_mask: torch.Tensor) -> bool:
 class FastCapture:
     """Residual-stream capture from the plain Hugging Face layers of one loaded model."""
 
-    base: nn.Module
+    base: nn.Module = field(repr=False)
     """The Hugging Face base model (no LM head), bridge wrappers removed."""
-    layers: Sequence[nn.Module]
+    layers: Sequence[nn.Module] = field(repr=False)
     """Its transformer layers, in order: `blocks.L` is `layers[L]`."""
     state: str = "unchecked"
     """`unchecked` until `confirm` compared it with the bridge; then `exact` (used) or `off` (never used again)."""
@@ -122,7 +122,7 @@ class FastCapture:
         if self.state == "off" or not right_padded(attention_mask):
             return False
         parsed = [parse_hook(h) for h in hooks]
-        return all(p is not None and p[0] < len(self.layers) for p in parsed)
+        return bool(parsed) and all(p is not None and p[0] < len(self.layers) for p in parsed)
 
     @torch.no_grad()
     def __call__(
@@ -170,6 +170,8 @@ class FastCapture:
         finally:
             for handle in handles:
                 handle.remove()
+        if len(out) != len(set(hooks)):  # a model whose forward skips a layer it was asked for
+            raise RuntimeError(f"fast capture: {sorted(set(hooks) - set(out))} were never computed")
         return out
 
     def confirm(self, fast: dict[str, torch.Tensor], bridge: dict[str, torch.Tensor]) -> bool:

@@ -178,6 +178,8 @@ class FastCapture:
         """Record whether the fast path's first batch equals the bridge's bit for bit (then it is used from now on)."""
         same = all(fast[h].dtype == v.dtype and torch.equal(fast[h], v) for h, v in bridge.items())
         self.state = "exact" if same else "off"
-        if not same:
+        if same:
+            log.debug("fast capture: the first batch equals the bridge's bit for bit; capturing the fast way")
+        else:
             log.debug("fast capture differs from the bridge for this model; capturing through the bridge")
         return same

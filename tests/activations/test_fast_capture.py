@@ -195,8 +195,9 @@ def test_a_cache_started_on_the_bridge_resumes_on_the_fast_path_to_the_same_byte
         env={"XENOFEAT_FAULT": "cache.after_chunk:3"},
     )
     assert r.returncode != 0 and "fault injected at cache.after_chunk" in r.stderr
-    r = run_cli(*base, "blocks.4.hook_resid_pre", "--out", str(out), "--resume")  # --backend auto
+    r = run_cli("-v", *base, "blocks.4.hook_resid_pre", "--out", str(out), "--resume")  # --backend auto
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "fast capture: the first batch equals the bridge's bit for bit" in r.stderr
     with h5py.File(ref, "r") as a, h5py.File(out, "r") as b:
         assert a.attrs[fmt.A_SETTINGS] == b.attrs[fmt.A_SETTINGS]
         assert bool(b.attrs[fmt.A_COMPLETE]) and int(b.attrs[fmt.A_SEQS_WRITTEN]) > 6

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from activations import format as fmt
 from activations.corpus import load_corpus
 from activations.errors import UserError
-from activations.model import LoadedModel, capture, check_hooks, load_model
+from activations.model import BACKENDS, LoadedModel, capture, check_hooks, load_model
 from activations.overwrite import check_location, check_replace_cache
 from activations.sequences import PackedCorpus, pack_corpus
 from activations.shards import Manifest, check_replace_shards, read_manifest, remove_shards
@@ -59,6 +59,9 @@ class CacheJob:
     """For text files: one document per `file`, or per group of `paragraphs`."""
     device: str = "cpu"
     """torch device for the forward passes."""
+    backend: str = "auto"
+    """How activations are computed (`activations.model.BACKENDS`). Not a setting of the file: `auto` uses the fast
+    path only where it equals the bridge bit for bit, so either backend writes the same bytes."""
 
     def __post_init__(self) -> None:
         if self.context_size < 4:
@@ -71,6 +74,8 @@ class CacheJob:
             raise UserError(f"--dtype: {self.dtype!r} is not one of {', '.join(fmt.DTYPES)}")
         if not self.hooks:
             raise UserError("--hook: name at least one hook")
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def build_cache(
@@ -176,7 +181,7 @@ def encode(model: LoadedModel, packed: PackedCorpus, a: int, b: int, job: CacheJ
     hooks = list(job.hooks)
     tokens = torch.from_numpy(packed.tokens[a:b].astype(np.int64)).to(job.device)
     attention = torch.from_numpy(packed.attention[a:b].astype(np.int64)).to(job.device)
-    acts = capture(model, tokens, attention, hooks)
+    acts = capture(model, tokens, attention, hooks, backend=job.backend)
     arrays = {h: acts[h].to("cpu", torch.float32).numpy().astype(np.dtype(job.dtype)) for h in hooks}
     for h, arr in arrays.items():
         if not np.isfinite(arr[~packed.mask[a:b]]).all():

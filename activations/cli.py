@@ -11,6 +11,7 @@ from activations import format as fmt
 from activations.build import DEFAULT_HOOK, CacheJob, build_cache
 from activations.distributed import SharedError, World
 from activations.errors import UserError
+from activations.model import BACKENDS
 from activations.synth_cli import add_synth_command
 
 
@@ -36,6 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         text_field=args.text_field,
         split=args.split,
         device=world.device(args.device),
+        backend=args.backend,
     )
     if world.distributed:
         return _build_sharded(job, world, args)
@@ -141,6 +143,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="text files: one document per file or per paragraph group (default file)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="how activations are computed: 'auto' (default) reads residual-stream hooks straight from the Hugging "
+        "Face layers where that equals TransformerLens's bridge bit for bit (checked on the first batch), else "
+        "the bridge; 'bridge' always runs the bridge. Both write the same file",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted cache with the same settings"
     )

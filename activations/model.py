@@ -7,6 +7,8 @@ missing local file fails at once instead of retrying the network).
 
 Hook names are TransformerLens's (`blocks.3.hook_resid_post`) and are used verbatim in files and folders. Capture
 stops after the last block a hook needs (`stop_at_layer`), under `torch.no_grad()`, with an attention mask.
+Residual-stream hooks take a faster path through the Hugging Face layers themselves where it gives the bridge's
+values bit for bit (`activations.fast_capture`; `backend="bridge"` opts out).
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from activations.errors import UserError
+from activations.fast_capture import FastCapture
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED_NAMES = {"default", "all-MiniLM-L6-v2", DEFAULT_MODEL_ID}
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+BACKENDS = ("auto", "bridge")
+"""How `capture` computes activations: `auto` takes the fast path where it is exact, `bridge` always the bridge."""
 
 
 def embedded_model_dir() -> Path:
@@ -59,6 +65,11 @@ class LoadedModel:
     d_model: int
     is_causal_lm: bool
     max_context: int | None
+
+    @cached_property
+    def fast(self) -> FastCapture | None:
+        """The fast path for residual-stream hooks (None where the architecture is not in its table)."""
+        return FastCapture.from_bridge(self.bridge)
 
     @property
     def hooks(self) -> list[str]:
@@ -166,9 +177,33 @@ def stop_layer(hooks: list[str]) -> int | None:
 
 @torch.no_grad()
 def capture(
+    model: LoadedModel,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hooks: list[str],
+    backend: str = "auto",
+) -> dict[str, torch.Tensor]:
+    """Activations at `hooks` for a batch: tokens (B, L) -> {hook: (B, L, d_model)}.
+
+    `backend="auto"` computes residual-stream hooks through `model.fast` once its first batch has matched the
+    bridge bit for bit (that batch is computed both ways); every other case goes through the bridge.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+    fast = model.fast if backend == "auto" else None
+    if fast is None or not fast.covers(hooks, attention_mask):
+        return _bridge_capture(model, tokens, attention_mask, hooks)
+    out = fast(tokens, attention_mask, hooks)
+    if fast.state == "exact":
+        return out
+    reference = _bridge_capture(model, tokens, attention_mask, hooks)
+    return out if fast.confirm(out, reference) else reference
+
+
+def _bridge_capture(
     model: LoadedModel, tokens: torch.Tensor, attention_mask: torch.Tensor, hooks: list[str]
 ) -> dict[str, torch.Tensor]:
-    """Activations at `hooks` for a batch: tokens (B, L) -> {hook: (B, L, d_model)}."""
+    """`capture` through TransformerLens's bridge: `run_with_cache`, stopped after the last block a hook needs."""
     stop = stop_layer(hooks)
     kwargs: dict[str, Any] = {"names_filter": list(hooks), "attention_mask": attention_mask}
     if stop is not None and stop < model.n_layers:

@@ -2,15 +2,17 @@
 
 Every number is a ratio against a baseline measured in the same process on the same data (these machines are noisy):
 
-1. cache:   tokens/s of the caching loop (forward pass to the hook + float16 conversion + HDF5 append with checksums)
-            vs a bare forward pass of the same model up to the hook on the same batches (bridge with stop_at_layer,
-            and a plain `transformers` BertModel cut after the same layer).
+1. cache:   tokens/s of the caching loop (forward pass to the hook + float16 conversion + HDF5 append with checksums;
+            `--backend auto`, i.e. the fast path) vs a bare forward pass of the same model up to the hook on the same
+            batches: through the bridge (stop_at_layer), through the fast path (`activations.fast_capture`: the
+            Hugging Face layers with forward hooks), and a plain `transformers` BertModel cut after the same layer
+            (with transformers' default sdpa attention, and with the eager attention the bridge loads models with).
 2. loader:  training's shuffle pools of 64 batches of 4096 rows from a 1M-token cache (sae_training.data.PoolSchedule:
             random chunk order per epoch + read-ahead thread) vs a plain sequential read of the same file, and vs what
             training consumes (tokens/s of our TopK step at d_in 384, width 3072, k 32, batch 4096).
 3. chunks:  sequential and random-chunk read speed for several chunk sizes (picks DEFAULT_CHUNK_BYTES).
 
-    python benchmarks/bench_cache.py [--tokens 40000] [--loader-tokens 1000000] [--threads 2]
+    PYTHONPATH=. python benchmarks/bench_cache.py [--tokens 40000] [--loader-tokens 1000000] [--threads 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 
-def bench_caching(n_tokens: int, batch_size: int) -> None:
+def bench_caching(n_tokens: int, batch_size: int, repeats: int = 2) -> None:
     from transformers import AutoModel
 
     from activations.build import CacheJob, _fill
@@ -45,16 +48,30 @@ def bench_caching(n_tokens: int, batch_size: int) -> None:
 
     def bare_bridge() -> None:
         for a in range(0, n_seq, batch_size):
-            capture(model, tokens[a : a + batch_size], attn[a : a + batch_size], [hook])
+            capture(model, tokens[a : a + batch_size], attn[a : a + batch_size], [hook], backend="bridge")
 
-    hf = AutoModel.from_pretrained(str(embedded_model_dir()))
-    hf.encoder.layer = hf.encoder.layer[:4]  # blocks.3 is the 4th layer: nothing past it is computed
-    hf.eval()
-
-    @torch.no_grad()
-    def bare_hf() -> None:
+    def bare_fast() -> None:
         for a in range(0, n_seq, batch_size):
-            hf(input_ids=tokens[a : a + batch_size], attention_mask=attn[a : a + batch_size])
+            capture(model, tokens[a : a + batch_size], attn[a : a + batch_size], [hook], backend="auto")
+
+    def plain_hf(attn_implementation: str | None) -> Callable[[], None]:
+        """A plain `transformers` BertModel cut after blocks.3 (the 4th layer): nothing past it is computed."""
+        kw = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        hf = AutoModel.from_pretrained(str(embedded_model_dir()), **kw)
+        hf.encoder.layer = hf.encoder.layer[:4]
+        hf.eval()
+
+        @torch.no_grad()
+        def run() -> None:
+            for a in range(0, n_seq, batch_size):
+                hf(input_ids=tokens[a : a + batch_size], attention_mask=attn[a : a + batch_size])
+
+        return run
+
+    bare_hf = plain_hf(None)  # transformers' default attention (sdpa)
+    # the attention the bridge loads models with (TransformerLens asks for eager attention, and the fast path runs
+    # the bridge's own modules): the like-for-like baseline of the fast path
+    bare_hf_eager = plain_hf("eager")
 
     def ours() -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -72,13 +89,22 @@ def bench_caching(n_tokens: int, batch_size: int) -> None:
                 settings={},
             )
             job = CacheJob(out=Path(d) / "c.h5", batch_size=batch_size)
-            _fill(w, model, packed, [hook], job)
+            _fill(w, model, packed, [hook], job, progress=False)
             w.finish()
 
     bare_bridge()  # warm-up
-    times: dict[str, list[float]] = {"bare_bridge": [], "bare_hf": [], "ours": []}
-    for _ in range(2):  # interleave to share the machine's noise fairly
-        for name, fn in (("bare_bridge", bare_bridge), ("bare_hf", bare_hf), ("ours", ours)):
+    bare_fast()  # warm-up, and the fast path's one check against the bridge (on its first batch)
+    assert model.fast is not None and model.fast.state == "exact", "the fast path is not in use"
+    runs = (
+        ("bare_bridge", bare_bridge),
+        ("bare_fast", bare_fast),
+        ("bare_hf", bare_hf),
+        ("bare_hf_eager", bare_hf_eager),
+        ("ours", ours),
+    )
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for _ in range(repeats):  # interleave to share the machine's noise fairly
+        for name, fn in runs:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -86,9 +112,14 @@ def bench_caching(n_tokens: int, batch_size: int) -> None:
     best = {k: min(v) for k, v in times.items()}
     print(f"caching {n} tokens, batch {batch_size}, {torch.get_num_threads()} threads")
     for k, v in best.items():
-        print(f"  {k:12s} {n / v:10.0f} tok/s")
+        print(f"  {k:14s} {n / v:10.0f} tok/s")
     print(f"  ratio ours / bare bridge forward: {best['bare_bridge'] / best['ours']:.3f}")
     print(f"  ratio ours / bare transformers forward: {best['bare_hf'] / best['ours']:.3f}")
+    print(f"  ratio fast path / bare transformers forward: {best['bare_hf'] / best['bare_fast']:.3f}")
+    print(
+        f"  ratio fast path / bare transformers forward, eager: {best['bare_hf_eager'] / best['bare_fast']:.3f}"
+    )
+    print(f"  ratio fast path / bare bridge forward: {best['bare_bridge'] / best['bare_fast']:.3f}")
 
 
 def make_random_cache(
@@ -199,12 +230,15 @@ def main() -> None:
     p.add_argument("--loader-tokens", type=int, default=1_000_000)
     p.add_argument("--chunk-tokens", type=int, default=200_000)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--repeats", type=int, default=2, help="interleaved rounds of the caching benchmark (best kept)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=("cache", "loader", "chunks"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.only in (None, "cache"):
-        bench_caching(a.tokens, a.batch_size)
+        bench_caching(a.tokens, a.batch_size, a.repeats)
     if a.only in (None, "loader"):
         bench_loader(a.loader_tokens)
     if a.only in (None, "chunks"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from activations import format as fmt
 from activations.build import DEFAULT_HOOK, CacheJob, build_cache
+from activations.devices import resolve_device
 from activations.distributed import SharedError, World
 from activations.errors import UserError
 from activations.model import BACKENDS
@@ -36,7 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         text_field=args.text_field,
         split=args.split,
-        device=world.device(args.device),
+        device=str(resolve_device(args.device, world)),
         backend=args.backend,
     )
     if world.distributed:

@@ -164,3 +164,14 @@ def test_import_rejects_nan_and_bad_shapes(tmp_path):
     assert not (tmp_path / "c.h5").exists()
     np.save(tmp_path / "a.npy", np.ones((2, 7, 4), np.float32))
     assert "--acts" in error_line(run_cli(*args))
+
+
+def test_a_gpu_that_is_not_there_is_one_line_and_writes_nothing(tmp_path, corpus_dir):
+    import torch
+
+    out = tmp_path / "c.h5"
+    device = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: absent on any machine
+    r = run_cli("cache", "--corpus", str(corpus_dir), "--device", device, "--out", str(out))
+    line = error_line(r)
+    assert line.startswith("xenofeat: error: --device:") and device in line, line
+    assert not out.exists()

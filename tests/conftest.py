@@ -13,7 +13,8 @@ from tests.helpers.common import PROSE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-pytest_plugins = ["tests.helpers.scored_run"]  # the session-wide `scored_run` fixture
+# the session-wide `scored_run` fixture; under xdist, the tests sharing an expensive fixture on one worker
+pytest_plugins = ["tests.helpers.scored_run", "tests.helpers.grouping"]
 
 
 @pytest.fixture(scope="session")

@@ -137,7 +137,7 @@ def train_companions(ref: Any, cache: Path, hook: str, out: Path, *, fingerprint
 
     folder = Path(out) / COMPANIONS_DIR
     cfg = companion_config(ref, tokens, n)
-    want = {"cache_fingerprint": fingerprint, "hook": hook, "config": json.loads(json.dumps(cfg.to_dict()))}
+    want = {"cache_fingerprint": fingerprint, "hook": hook, "config": json.loads(json.dumps(cfg.identity()))}
     run = load_run(folder) if (folder / RUN_JSON).exists() else None
     same = run is not None and all(run.info.get("identity", {}).get(k) == v for k, v in want.items())
     if run is not None and not same and not overwrite:

@@ -1,7 +1,9 @@
 """A fast path for residual-stream hooks: the Hugging Face model's own layers, without TransformerLens's wrappers.
 
 `TransformerBridge` replaces the Hugging Face model's submodules in place with wrappers that run hook points around
-every layer, attention and MLP (on MiniLM that costs ~24% of a plain forward). For `blocks.L.hook_resid_post` (the
+every layer, attention and MLP (on MiniLM the fast path is 4-11% faster than the bridge; the rest of the gap to a
+plain `transformers` forward is its default sdpa attention against the eager attention the bridge loads: see
+benchmarks/RESULTS.md). For `blocks.L.hook_resid_post` (the
 output of layer L) and `blocks.L.hook_resid_pre` (its input) none of that is needed: `FastCapture.from_bridge` builds
 a second module tree over the same parameters in which every wrapper is replaced by the module it wraps (containers
 are shallow-copied, no tensor is copied), finds the layer list in `LAYER_LISTS`, and `FastCapture.__call__` runs the

@@ -3,11 +3,11 @@
 `TransformerBridge` replaces the Hugging Face model's submodules in place with wrappers that run hook points around
 every layer, attention and MLP (on MiniLM the fast path is 4-11% faster than the bridge; the rest of the gap to a
 plain `transformers` forward is its default sdpa attention against the eager attention the bridge loads: see
-benchmarks/RESULTS.md). For `blocks.L.hook_resid_post` (the
-output of layer L) and `blocks.L.hook_resid_pre` (its input) none of that is needed: `FastCapture.from_bridge` builds
-a second module tree over the same parameters in which every wrapper is replaced by the module it wraps (containers
-are shallow-copied, no tensor is copied), finds the layer list in `LAYER_LISTS`, and `FastCapture.__call__` runs the
-base model with forward hooks on those layers, stopping (by a private exception) right after the last hook it needs.
+benchmarks/RESULTS.md). For `blocks.L.hook_resid_post` (the output of layer L) and `blocks.L.hook_resid_pre` (its
+input) none of that is needed: `FastCapture.from_bridge` builds a second module tree over the same parameters in
+which every wrapper is replaced by the module it wraps (containers are shallow-copied, no tensor is copied), finds
+the layer list in `LAYER_LISTS`, and `FastCapture.__call__` runs the base model with forward hooks on those layers,
+stopping (by a private exception) right after the last hook it needs.
 
 Exactness is checked, not assumed: `activations.model.capture` compares the fast path with the bridge bit for bit on
 the first batch it serves and uses it only if they agree (`FastCapture.confirm`), so the cache's bytes do not depend

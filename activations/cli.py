@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 from activations import format as fmt
 from activations.build import DEFAULT_HOOK, CacheJob, build_cache
 from activations.devices import resolve_device
-from activations.distributed import SharedError, World
+from activations.distributed import World, on_ranks
 from activations.errors import UserError
 from activations.model import BACKENDS
 from activations.synth_cli import add_synth_command
@@ -51,18 +50,11 @@ def _build_sharded(job: CacheJob, world: World, args: argparse.Namespace) -> int
     """One rank of `torchrun ... xenofeat cache`: rank 0 speaks for all, so an error is one line, not one a rank."""
     from activations.sharded_build import build_sharded
 
-    with world.started():
-        try:
-            out = build_sharded(job, world, resume=args.resume, overwrite=args.overwrite)
-        except SharedError as err:
-            if world.is_main:
-                sys.stderr.write(f"xenofeat: error: {err}\n")
-                sys.stderr.flush()
-            # no rank exits (and makes torchrun stop the rest) before rank 0's line is out; a UserError here
-            # means a rank is already gone, and there is nobody left to wait for
-            with contextlib.suppress(UserError):
-                world.barrier()
-            return 2
+    code, out = on_ranks(
+        world, lambda: build_sharded(job, world, resume=args.resume, overwrite=args.overwrite)
+    )
+    if code:
+        return code
     if world.is_main:
         sys.stdout.write(f"cache written: {out} ({_size(out)}, {world.world_size} shards)\n")
     return 0

@@ -13,8 +13,10 @@ that says so, so a surviving rank stops with one line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -157,3 +159,19 @@ def collected(world: World) -> Iterator[list[str]]:
     except UserError as err:
         box.append(str(err))
     world.agree(box[0] if box else None)
+
+
+def on_ranks(world: World, work: Callable[[], Any], timeout: timedelta = DEFAULT_TIMEOUT) -> tuple[int, Any]:
+    """Run `work()` inside the process group: (0, its result), or (2, None) after a SharedError, which rank 0
+    alone prints as the command's one error line; no rank returns (and makes torchrun stop the rest) before rank
+    0's line is out."""
+    with world.started(timeout):
+        try:
+            return 0, work()
+        except SharedError as err:
+            if world.is_main:
+                sys.stderr.write(f"xenofeat: error: {err}\n")
+                sys.stderr.flush()
+            with contextlib.suppress(UserError):  # a UserError here: a rank is gone, nobody left to wait for
+                world.barrier()
+            return 2, None

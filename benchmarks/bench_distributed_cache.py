@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from io_probe import launch, mib
+from io_probe import launch, mib, per_rank
 
 CONFIGS = {  # name: (ranks, threads per rank)
     "1 process x 2 threads": (1, 2),
@@ -38,9 +38,9 @@ def main() -> None:
             for i, (name, (ranks, threads)) in enumerate(CONFIGS.items()):
                 out = Path(tmp) / f"c{i}.h5"
                 cmd = ["cache", "--out", str(out), "--max-tokens", str(args.max_tokens), "--overwrite"]
-                seconds, per_rank = launch(cmd, ranks=ranks, threads=threads, io_dir=Path(tmp) / "io")
+                seconds, io = launch(cmd, ranks=ranks, threads=threads, io_dir=Path(tmp) / "io")
                 best[name] = min(best.get(name, seconds), seconds)
-                traffic[name] = per_rank
+                traffic[name] = io
                 sizes[name] = sum(p.stat().st_size for p in Path(tmp).glob(f"c{i}.h5*") if p.is_file())
                 sizes[name] += sum(p.stat().st_size for p in Path(tmp).glob(f"c{i}.h5.shards/*"))
     base = best["1 process x 2 threads"]
@@ -50,9 +50,7 @@ def main() -> None:
     )
     sys.stdout.write("| --- | ---: | ---: | --- | ---: |\n")
     for name, seconds in best.items():
-        io = "; ".join(
-            f"r{r}: {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(traffic[name].items())
-        )
+        io = per_rank(traffic[name])
         sys.stdout.write(f"| {name} | {seconds:.1f} | {base / seconds:.2f}x | {io} | {mib(sizes[name])} |\n")
     sys.stdout.write("\n" + json.dumps({"seconds": best, "io": traffic}) + "\n")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from io_probe import launch, mib
+from io_probe import launch, per_rank
 
 
 def max_float_difference(a: Path, b: Path) -> float:
@@ -84,10 +84,7 @@ def main() -> None:
     print(f"ratio (1x2 / 2x1)     : {one / two:8.2f}  (> 1: the two ranks are faster)")
     print(f"stores: identical columns; largest relative float difference {diff:.1e}")
     for name, io in (("one", io_one), ("two", io_two)):
-        print(
-            f"MiB read / written per rank, {name}: "
-            + "; ".join(f"r{r} {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(io.items()))
-        )
+        print(f"MiB read / written per rank, {name}: {per_rank(io)}")
     for name, timings in stages.items():
         print(f"stage seconds, {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 

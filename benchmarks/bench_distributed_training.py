@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from io_probe import launch, mib
+from io_probe import launch, per_rank
 
 
 def main() -> None:
@@ -64,10 +64,7 @@ def main() -> None:
     )
     sys.stdout.write("| --- | ---: | ---: | --- |\n")
     for name, s in seconds.items():
-        io = "; ".join(
-            f"r{r}: {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(traffic[name].items())
-        )
-        sys.stdout.write(f"| {name} | {s:.1f} | {base / s:.2f}x | {io} |\n")
+        sys.stdout.write(f"| {name} | {s:.1f} | {base / s:.2f}x | {per_rank(traffic[name])} |\n")
     sys.stdout.write("\n" + json.dumps({"seconds": seconds, "io": traffic}) + "\n")
 
 

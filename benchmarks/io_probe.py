@@ -97,3 +97,8 @@ def launch(
 def mib(n: int) -> str:
     """Bytes as MiB with one decimal."""
     return f"{n / 2**20:.1f}"
+
+
+def per_rank(traffic: dict[int, dict[str, int]]) -> str:
+    """Each rank's MiB read / written, e.g. `r0: 169.1 / 97.6; r1: 168.5 / 94.4`."""
+    return "; ".join(f"r{r}: {mib(c['rchar'])} / {mib(c['wchar'])}" for r, c in sorted(traffic.items()))

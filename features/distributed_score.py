@@ -7,15 +7,12 @@ process group, checks that every rank was started with the same job, and turns a
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from activations.distributed import SharedError, World
-from activations.errors import UserError
+from activations.distributed import SharedError, World, on_ranks
 
 SCORE_TIMEOUT = timedelta(hours=12)
 """How long a rank waits in a collective: the other ranks wait while rank 0 alone runs the criteria (C2's matching
@@ -48,21 +45,6 @@ def agree_on_job(world: World, job: Any) -> None:  # noqa: ANN401 - a dataclass 
     agree_on_values(world, {k: v for k, v in asdict(job).items() if k != "progress"})
 
 
-def on_ranks(world: World, work: Callable[[], Any]) -> tuple[int, Any]:  # noqa: ANN401
-    """Run `work()` inside the process group: (0, its result), or (2, None) after a SharedError, which rank 0
-    alone prints; no rank returns before rank 0's line is out."""
-    with world.started(SCORE_TIMEOUT):
-        try:
-            return 0, work()
-        except SharedError as err:
-            if world.is_main:
-                sys.stderr.write(f"xenofeat: error: {err}\n")
-                sys.stderr.flush()
-            with contextlib.suppress(UserError):  # a UserError here: a rank is gone, nobody left to wait for
-                world.barrier()
-            return 2, None
-
-
 def score_command(job: Any, world: World) -> int:  # noqa: ANN401 - features.score.ScoreJob
     """One rank of `xenofeat score` under torchrun; rank 0 prints the summary."""
     from features.cli.summary import summary_text
@@ -72,7 +54,7 @@ def score_command(job: Any, world: World) -> int:  # noqa: ANN401 - features.sco
         agree_on_job(world, job)
         return score(job, world)
 
-    code, res = on_ranks(world, work)
+    code, res = on_ranks(world, work, SCORE_TIMEOUT)
     if res is not None:
         sys.stdout.write(summary_text(res.summary, res.folder))
     return code

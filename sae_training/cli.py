@@ -7,13 +7,11 @@ each member's batches), rank 0 speaks for all, and ranks started with different 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from activations.distributed import SharedError, World, collected
+from activations.distributed import World, collected, on_ranks
 from activations.errors import UserError
 from sae_training.config import ARCHS, TrainConfig, load_toml
 
@@ -121,19 +119,15 @@ def handle(args: argparse.Namespace) -> int:
         if args.data_parallel:
             log.info("--data-parallel: one process, so nothing to split; training as one process")
         return _report(_run(args, world))
-    with world.started():
-        try:
-            run = _run(args, world)
-        except SharedError as err:
-            if world.is_main:
-                sys.stderr.write(f"xenofeat: error: {err}\n")
-                sys.stderr.flush()
-            # no rank exits (and makes torchrun stop the rest) before rank 0's line is out; a UserError here
-            # means a rank is already gone
-            with contextlib.suppress(UserError):
-                world.barrier()
-            return 2
+
+    def work() -> Path:
+        run = _run(args, world)
         world.barrier()  # rank 0 has finished the run before anyone reports it
+        return run
+
+    code, run = on_ranks(world, work)
+    if code:
+        return code
     return _report(run) if world.is_main else 0
 
 

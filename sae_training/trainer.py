@@ -247,7 +247,7 @@ def _train(
             "metrics": None,
         }
         # the device of the latest (re)start: a resumed run may train on another device than it began on
-        info = {**info, "config": cfg.to_dict(), "device": str(world.all_gather(str(device))[0])}
+        info["device"] = str(world.all_gather(str(device))[0])
         if world.is_main:
             out.mkdir(exist_ok=True)
             ck.write_json(out / RUN_JSON, info)

@@ -232,9 +232,10 @@ def pipeline_from_args(args: argparse.Namespace) -> int:
         return summary, control
 
     if world.distributed:  # under torchrun: every stage on every rank (module docstring); rank 0 prints
-        from features.distributed_score import on_ranks
+        from activations.distributed import on_ranks
+        from features.distributed_score import SCORE_TIMEOUT
 
-        code, result = on_ranks(world, runs)
+        code, result = on_ranks(world, runs, SCORE_TIMEOUT)
         if code or not world.is_main:
             return code
     else:

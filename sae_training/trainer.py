@@ -246,8 +246,9 @@ def _train(
             "split": {"train_seqs": [0, n_train], "eval_seqs": [n_train, cache.n_seq]},
             "metrics": None,
         }
-        # the device of the latest (re)start: a resumed run may train on another device than it began on
-        info["device"] = str(world.all_gather(str(device))[0])
+        # on --resume `info` is the old run.json: its config and device become this (re)start's, as a resumed run
+        # may train on another device than it began on
+        info = {**info, "config": cfg.to_dict(), "device": str(world.all_gather(str(device))[0])}
         if world.is_main:
             out.mkdir(exist_ok=True)
             ck.write_json(out / RUN_JSON, info)
